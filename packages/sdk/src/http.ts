@@ -1,0 +1,216 @@
+// The one place the SDK talks HTTP: bearer token, JSON, timeouts, retries of
+// safe calls, and the translation of error replies into SbxError classes.
+import { ClientClosedError, SbxError, TimeoutError, errorFromWire } from "./errors.js";
+
+export interface HttpConfig {
+  serverUrl: string;
+  token: string | undefined;
+  /** Deadline of a unary call: from sending until its reply body is read. */
+  timeoutMs: number;
+  /**
+   * Deadline until the reply headers of a streaming call arrive (the server
+   * sends them at once, so this bounds connecting). The body of a stream has
+   * no deadline: it is held open while the process runs.
+   */
+  connectTimeoutMs: number;
+  /** Retries of a safe call after a connection error or a 502/503/504. */
+  maxRetries: number;
+}
+
+export type Query = Record<string, string | number | boolean | undefined | readonly string[]>;
+
+export interface RequestOptions {
+  method: "GET" | "POST";
+  path: string;
+  query?: Query;
+  /** A JSON value, or raw bytes sent as application/octet-stream. */
+  body?: unknown;
+  signal?: AbortSignal;
+  /** Overrides the client's timeoutMs (long polls, sandbox creation). */
+  timeoutMs?: number;
+  /** A POST the API marks idempotent (stdin writes carry an offset). */
+  idempotent?: boolean;
+}
+
+const RETRY_STATUS = new Set([502, 503, 504]);
+const BACKOFF_BASE_MS = 100;
+const BACKOFF_CAP_MS = 2_000;
+
+/** Capped exponential backoff with jitter: a delay in [cap/2, cap] for the attempt. */
+export function backoffMs(attempt: number): number {
+  const cap = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+  return cap / 2 + Math.random() * (cap / 2);
+}
+
+/** Sleeps, rejecting with the signal's reason as soon as it aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Combines optional signals into one (undefined when there are none). */
+export function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const present = signals.filter((s): s is AbortSignal => s !== undefined);
+  if (present.length === 0) return undefined;
+  if (present.length === 1) return present[0];
+  return AbortSignal.any(present);
+}
+
+/** A connection-level failure of fetch (refused, reset, cut mid-body, DNS). */
+export function isConnectionError(err: unknown): boolean {
+  return err instanceof TypeError || (err instanceof Error && /^(UND_ERR|E[A-Z]+)/.test(String((err as { code?: unknown }).code ?? "")));
+}
+
+/** The request was certainly not sent, so even a non-idempotent call may be retried. */
+function neverSent(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
+  const code = cause?.code;
+  return code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "UND_ERR_CONNECT_TIMEOUT";
+}
+
+function describe(err: unknown): string {
+  const cause = (err as { cause?: unknown } | undefined)?.cause;
+  if (cause instanceof Error) return cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class HttpClient {
+  readonly config: HttpConfig;
+  readonly #base: URL;
+  readonly #closer = new AbortController();
+
+  constructor(config: HttpConfig) {
+    this.config = config;
+    let base: URL;
+    try {
+      base = new URL(config.serverUrl);
+    } catch (err) {
+      throw new SbxError(`invalid serverUrl ${JSON.stringify(config.serverUrl)}: expected e.g. http://127.0.0.1:7423`, "invalid", { cause: err });
+    }
+    if (base.protocol !== "http:" && base.protocol !== "https:") {
+      throw new SbxError(`invalid serverUrl ${config.serverUrl}: the scheme must be http or https`, "invalid");
+    }
+    if (!base.pathname.endsWith("/")) base.pathname += "/";
+    this.#base = base;
+  }
+
+  get closed(): boolean {
+    return this.#closer.signal.aborted;
+  }
+
+  /** Aborts every call in flight; later calls throw ClientClosedError. */
+  close(): void {
+    if (!this.closed) this.#closer.abort(new ClientClosedError());
+  }
+
+  url(path: string, query?: Query): URL {
+    const url = new URL(path.replace(/^\//, ""), this.#base);
+    for (const [key, value] of Object.entries(query ?? {})) {
+      if (value === undefined) continue;
+      if (Array.isArray(value)) for (const v of value) url.searchParams.append(key, v);
+      else url.searchParams.set(key, String(value));
+    }
+    return url;
+  }
+
+  /** A unary call: returns the parsed JSON reply (undefined for an empty one). */
+  async json<T>(opts: RequestOptions): Promise<T> {
+    return (await this.#send(opts, false)) as T;
+  }
+
+  /** A streaming GET: returns the response once its headers arrived with a 2xx status. */
+  async stream(opts: RequestOptions): Promise<Response> {
+    return (await this.#send(opts, true)) as Response;
+  }
+
+  async #send(opts: RequestOptions, streaming: boolean): Promise<unknown> {
+    const safe = opts.method === "GET" || opts.idempotent === true;
+    const url = this.url(opts.path, opts.query);
+    const headers: Record<string, string> = { accept: streaming ? "application/octet-stream" : "application/json" };
+    if (this.config.token) headers.authorization = `Bearer ${this.config.token}`;
+    let body: Uint8Array | string | undefined;
+    if (opts.body instanceof Uint8Array) {
+      body = opts.body;
+      headers["content-type"] = "application/octet-stream";
+    } else if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers["content-type"] = "application/json";
+    }
+    const timeoutMs = streaming ? this.config.connectTimeoutMs : (opts.timeoutMs ?? this.config.timeoutMs);
+
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new ClientClosedError();
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      const deadline = new AbortController();
+      const timer = setTimeout(
+        () => deadline.abort(new TimeoutError(`${opts.method} ${url.pathname} got no reply within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const signal = anySignal(deadline.signal, this.#closer.signal, opts.signal)!;
+      let retryable: SbxError;
+      try {
+        const res = await fetch(url, { method: opts.method, headers, body, signal });
+        if (res.ok) {
+          if (streaming) return res;
+          const text = await res.text();
+          if (text === "") return undefined;
+          try {
+            return JSON.parse(text);
+          } catch (err) {
+            throw new SbxError(`${opts.method} ${url.pathname}: the server sent invalid JSON`, "internal", { status: res.status, cause: err });
+          }
+        }
+        const error = await errorFromResponse(res);
+        if (!(safe && RETRY_STATUS.has(res.status))) throw error;
+        retryable = error;
+      } catch (err) {
+        if (err instanceof SbxError) throw err;
+        if (signal.aborted) {
+          // Which of the three signals fired decides what the caller sees.
+          if (opts.signal?.aborted) throw opts.signal.reason;
+          if (this.closed) throw new ClientClosedError();
+          throw deadline.signal.reason;
+        }
+        if (!isConnectionError(err)) throw err;
+        retryable = new SbxError(`cannot reach the sbx server at ${this.#base.origin}: ${describe(err)}`, "unavailable", { cause: err });
+        if (!(safe || neverSent(err))) throw retryable;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (attempt >= this.config.maxRetries) throw retryable;
+      await sleep(backoffMs(attempt), anySignal(this.#closer.signal, opts.signal));
+    }
+  }
+}
+
+/** Translates an error reply (the `{ error: { code, message } }` body) into its SbxError. */
+export async function errorFromResponse(res: Response): Promise<SbxError> {
+  let text = "";
+  try {
+    text = await res.text();
+  } catch {
+    // The body is lost; the status alone decides the class.
+  }
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; details?: unknown } };
+    const e = parsed.error;
+    if (e && typeof e.message === "string") {
+      const details = e.details && typeof e.details === "object" ? (e.details as Record<string, unknown>) : undefined;
+      return errorFromWire(typeof e.code === "string" ? e.code : undefined, e.message, res.status, details);
+    }
+  } catch {
+    // Not our error body (a proxy's page, say): fall through.
+  }
+  const snippet = text.trim().slice(0, 200);
+  return errorFromWire(undefined, `HTTP ${res.status} ${res.statusText}${snippet ? `: ${snippet}` : ""}`, res.status);
+}

@@ -1,0 +1,365 @@
+// Process output and input streams. Output streams read
+// GET …/execs/:id/{stdout,stderr}?offset=N and, when the connection drops
+// before the server ended the stream, reconnect from the byte offset reached:
+// no byte is lost or repeated. Stdin writes carry their offset, so a write
+// re-sent after a dropped connection is applied once by the server.
+import { ReadableStream, WritableStream } from "node:stream/web";
+import { ConflictError, SbxError } from "./errors.js";
+import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
+import { HEADER_STREAM_OFFSET, LIMITS, type StdinAck, type StreamName } from "./wire.js";
+
+export type StreamMode = "text" | "binary";
+
+/** A pull source of bytes; `null` marks the end of the stream. */
+export interface ByteSource {
+  next(): Promise<Uint8Array | null>;
+  cancel(): void;
+}
+
+/** Opens the stream from a byte offset; resolves once the reply headers arrived. */
+export type StreamOpener = (offset: number, signal: AbortSignal) => Promise<Response>;
+
+/** Reconnects after this many consecutive drops without a byte in between, then fails. */
+export const MAX_STREAM_RECONNECTS = 8;
+
+/**
+ * Reads a byte stream from the server, resuming from the offset reached after
+ * a dropped connection. A clean end of the reply body is the end of the
+ * stream (the server ends it only after the process exited and every byte was
+ * sent); an error while reading the body is a drop.
+ */
+export class ResumableByteSource implements ByteSource {
+  #offset = 0;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #skip = 0;
+  #drops = 0;
+  #done = false;
+  readonly #cancel = new AbortController();
+  readonly #open: StreamOpener;
+  readonly #signal: AbortSignal;
+  readonly #label: string;
+
+  constructor(open: StreamOpener, opts: { signal?: AbortSignal; label: string; maxReconnects?: number }) {
+    this.#open = open;
+    this.#signal = anySignal(this.#cancel.signal, opts.signal)!;
+    this.#label = opts.label;
+    this.#maxReconnects = opts.maxReconnects ?? MAX_STREAM_RECONNECTS;
+  }
+
+  readonly #maxReconnects: number;
+
+  /** Bytes delivered so far. */
+  get offset(): number {
+    return this.#offset;
+  }
+
+  async next(): Promise<Uint8Array | null> {
+    for (;;) {
+      if (this.#done) return null;
+      if (this.#signal.aborted) throw this.#signal.reason;
+      if (!this.#reader) {
+        const res = await this.#open(this.#offset, this.#signal);
+        // The server echoes where it starts; skip anything we already have.
+        const echoed = Number(res.headers.get(HEADER_STREAM_OFFSET) ?? this.#offset);
+        if (Number.isFinite(echoed) && echoed > this.#offset) {
+          await res.body?.cancel().catch(() => {});
+          throw new SbxError(`${this.#label}: the server resumed at byte ${echoed}, expected ${this.#offset}`, "internal");
+        }
+        this.#skip = Number.isFinite(echoed) ? this.#offset - echoed : 0;
+        if (!res.body) {
+          this.#done = true;
+          return null;
+        }
+        this.#reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      }
+      let chunk: Uint8Array;
+      try {
+        const { done, value } = await this.#reader.read();
+        if (done) {
+          this.#reader = undefined;
+          this.#done = true;
+          return null;
+        }
+        chunk = value;
+      } catch (err) {
+        this.#reader = undefined;
+        if (this.#signal.aborted) throw this.#signal.reason;
+        if (this.#drops >= this.#maxReconnects) {
+          throw new SbxError(
+            `${this.#label}: the connection dropped ${this.#drops + 1} times in a row at byte ${this.#offset}; giving up`,
+            "unavailable",
+            { cause: err },
+          );
+        }
+        await sleep(backoffMs(this.#drops++), this.#signal);
+        continue;
+      }
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, chunk.length);
+        this.#skip -= n;
+        chunk = chunk.subarray(n);
+      }
+      if (chunk.length === 0) continue;
+      this.#drops = 0;
+      this.#offset += chunk.length;
+      return chunk;
+    }
+  }
+
+  cancel(): void {
+    this.#done = true;
+    this.#cancel.abort(new SbxError(`${this.#label}: cancelled`, "client_closed"));
+    this.#reader?.cancel().catch(() => {});
+    this.#reader = undefined;
+  }
+}
+
+/** The source of a stream with nothing in it (`stdout: "ignore"`). */
+export const EMPTY_SOURCE: ByteSource = { next: async () => null, cancel: () => {} };
+
+interface OutputState {
+  started: boolean;
+  /** readBytes() before any read switches the stream to raw bytes. */
+  raw: boolean;
+}
+
+/**
+ * A process's stdout or stderr: a ReadableStream of strings (text mode, UTF-8
+ * decoded across chunk boundaries; invalid bytes become U+FFFD, never an
+ * error) or of Uint8Array (binary mode), plus readText() and readBytes().
+ * Nothing is fetched until the stream is read.
+ */
+export class SbxReadableStream<T extends string | Uint8Array = string> extends ReadableStream<T> {
+  readonly #state: OutputState;
+  readonly #mode: StreamMode;
+
+  constructor(source: ByteSource, mode: StreamMode) {
+    const state: OutputState = { started: false, raw: false };
+    const decoder = mode === "text" ? new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }) : undefined;
+    super(
+      {
+        pull: async (controller) => {
+          state.started = true;
+          for (;;) {
+            const chunk = await source.next();
+            if (chunk === null) {
+              if (decoder && !state.raw) {
+                const tail = decoder.decode();
+                if (tail) controller.enqueue(tail as T);
+              }
+              controller.close();
+              return;
+            }
+            if (!decoder || state.raw) {
+              controller.enqueue(chunk as T);
+              return;
+            }
+            const text = decoder.decode(chunk, { stream: true });
+            if (text) {
+              controller.enqueue(text as T);
+              return;
+            }
+            // Only part of a character so far: read on.
+          }
+        },
+        cancel: () => source.cancel(),
+      },
+      // Pull only when read: an unread stream costs no connection.
+      { highWaterMark: 0 },
+    );
+    this.#state = state;
+    this.#mode = mode;
+  }
+
+  get mode(): StreamMode {
+    return this.#mode;
+  }
+
+  /** Reads the rest of the stream as text (UTF-8, invalid bytes replaced). */
+  async readText(): Promise<string> {
+    const reader = this.getReader();
+    const decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+    let out = "";
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        out += typeof value === "string" ? value : decoder.decode(value as Uint8Array, { stream: true });
+      }
+      return out + decoder.decode();
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  /**
+   * Reads the rest of the stream as bytes. On a text stream not yet read the
+   * bytes are exact; after text was read, the rest is re-encoded as UTF-8.
+   */
+  async readBytes(): Promise<Uint8Array> {
+    if (!this.#state.started) this.#state.raw = true;
+    const reader = this.getReader();
+    const encoder = new TextEncoder();
+    const parts: Uint8Array[] = [];
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(typeof value === "string" ? encoder.encode(value) : (value as Uint8Array));
+      }
+    } finally {
+      reader.releaseLock();
+    }
+    return concat(parts);
+  }
+}
+
+export function concat(parts: Uint8Array[]): Uint8Array {
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+export function outputStream<T extends string | Uint8Array>(
+  http: HttpClient,
+  execPath: string,
+  name: StreamName,
+  mode: StreamMode,
+  piped: boolean,
+  signal: AbortSignal | undefined,
+): SbxReadableStream<T> {
+  if (!piped) return new SbxReadableStream<T>(EMPTY_SOURCE, mode);
+  const source = new ResumableByteSource(
+    (offset, sig) => http.stream({ method: "GET", path: `${execPath}/${name}`, query: { offset }, signal: sig }),
+    { signal, label: `${execPath}/${name}` },
+  );
+  return new SbxReadableStream<T>(source, mode);
+}
+
+/** Stops re-sending when the server accepts nothing for this many rounds in a row. */
+const MAX_STDIN_STALLS = 20;
+
+/**
+ * Sends stdin bytes in order, each write with the offset of its first byte.
+ * The server replies with the total it accepted; what it did not accept is
+ * sent again. Writes are serialized; after a failure every later write fails.
+ */
+export class StdinSender {
+  readonly #http: HttpClient;
+  readonly #path: string;
+  readonly #signal: AbortSignal | undefined;
+  #offset: number | undefined;
+  #chain: Promise<void> = Promise.resolve();
+  #failed: unknown;
+  #closed = false;
+
+  /** `startOffset` undefined: ask the server where stdin stands before the first write. */
+  constructor(http: HttpClient, execPath: string, signal: AbortSignal | undefined, startOffset: number | undefined) {
+    this.#http = http;
+    this.#path = `${execPath}/stdin`;
+    this.#signal = signal;
+    this.#offset = startOffset;
+  }
+
+  write(bytes: Uint8Array): Promise<void> {
+    if (this.#closed) return Promise.reject(new ConflictError("stdin is closed"));
+    const copy = bytes.slice();
+    return this.#enqueue(() => this.#send(copy));
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return this.#chain;
+    this.#closed = true;
+    return this.#enqueue(async () => {
+      await this.#http.json<StdinAck>({ method: "POST", path: `${this.#path}/close`, idempotent: true, signal: this.#signal });
+    });
+  }
+
+  #enqueue(op: () => Promise<void>): Promise<void> {
+    const run = this.#chain.then(async () => {
+      if (this.#failed !== undefined) throw this.#failed;
+      try {
+        await op();
+      } catch (err) {
+        this.#failed = err;
+        throw err;
+      }
+    });
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  async #post(offset: number, bytes: Uint8Array): Promise<number> {
+    const ack = await this.#http.json<StdinAck>({
+      method: "POST",
+      path: this.#path,
+      query: { offset },
+      body: bytes,
+      idempotent: true,
+      signal: this.#signal,
+    });
+    return ack.offset;
+  }
+
+  async #send(bytes: Uint8Array): Promise<void> {
+    if (this.#offset === undefined) this.#offset = await this.#post(0, new Uint8Array(0));
+    let rest = bytes;
+    let stalls = 0;
+    while (rest.length > 0) {
+      const piece = rest.subarray(0, LIMITS.maxStdinChunkBytes);
+      const base: number = this.#offset;
+      const acked = await this.#post(base, piece);
+      if (acked < base) {
+        throw new ConflictError(`stdin: the server acknowledged ${acked} bytes, fewer than the ${base} it had accepted before`);
+      }
+      const consumed = Math.min(acked - base, rest.length);
+      if (consumed === 0) {
+        if (++stalls > MAX_STDIN_STALLS) {
+          throw new SbxError(`stdin: the process accepted no input for ${MAX_STDIN_STALLS} attempts at byte ${base}`, "resource_exhausted");
+        }
+        await sleep(backoffMs(Math.min(stalls, 5)), this.#signal);
+        continue;
+      }
+      stalls = 0;
+      this.#offset = base + consumed;
+      rest = rest.subarray(consumed);
+    }
+  }
+}
+
+/**
+ * A process's stdin: a WritableStream of strings or bytes, plus writeText(),
+ * writeBytes() and close() (EOF after every byte written before it).
+ */
+export class SbxWritableStream extends WritableStream<string | Uint8Array> {
+  readonly #sender: StdinSender;
+
+  constructor(sender: StdinSender) {
+    const encoder = new TextEncoder();
+    super({
+      write: (chunk) => sender.write(typeof chunk === "string" ? encoder.encode(chunk) : chunk),
+      close: () => sender.close(),
+    });
+    this.#sender = sender;
+  }
+
+  /** Writes UTF-8 text; resolves once the server accepted it. */
+  writeText(text: string): Promise<void> {
+    return this.#sender.write(new TextEncoder().encode(text));
+  }
+
+  /** Writes bytes; resolves once the server accepted them. */
+  writeBytes(bytes: Uint8Array): Promise<void> {
+    return this.#sender.write(bytes);
+  }
+
+  /** Closes stdin: the process reads EOF after the bytes written before. */
+  override close(): Promise<void> {
+    return this.locked ? this.#sender.close() : super.close();
+  }
+}

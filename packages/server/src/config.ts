@@ -1,0 +1,21 @@
+// The server's configuration: what `sbx serve` parsed from its flags. Only
+// compose.ts reads it; nothing below api/ sees config or the environment.
+export interface ServerConfig {
+  dataDir: string;
+  listen: { host: string; port: number };
+  /** registry host → mirror base URL, e.g. { "docker.io": "http://127.0.0.1:5000" }. */
+  registryMirrors: Record<string, string>;
+  /** Registry hosts that may be reached over plain http (loopback always may). */
+  insecureRegistries: string[];
+  /** Forces the OCI runtime; default: crun on pure cgroup v2 hosts, runc otherwise. */
+  runtime?: "runc" | "crun";
+  /** Where the admin token and URL are written for local clients; null: nowhere. */
+  clientConfigPath: string | null;
+  /** Directory holding sbx-agent and sbx-idmap; default: the repository's agent/build. */
+  agentDir?: string;
+  /** Host-wide cache of the Debian base rootfs, shared by data dirs. */
+  baseCacheDir?: string;
+  logger?: boolean;
+}
+
+export const DEFAULT_PORT = 7423;

@@ -1,0 +1,518 @@
+// Sandboxes and their processes: creation, the lifecycle timers, exec, the
+// streams and stdin, and re-adoption after a server restart. Every change is
+// written to the Store before anyone is told about it, so a restarted server
+// sees what its predecessor saw.
+import { EventEmitter, once } from "node:events";
+import { LIMITS, type ExecRequest, type SandboxCreateRequest } from "sbx/wire";
+import {
+  FailedPreconditionError,
+  InternalError,
+  NotFoundError,
+  AlreadyExistsError,
+  SbxServerError,
+  UnavailableError,
+} from "./errors.js";
+import { newId } from "./ids.js";
+import { assertTransition } from "./lifecycle.js";
+import type {
+  Backend,
+  EventTypeName,
+  ExecRecord,
+  ExitStatus,
+  FinishReasonName,
+  ImageService,
+  OutputReader,
+  RuntimeSandbox,
+  SandboxRecord,
+  SandboxStateName,
+  Store,
+  StreamName,
+} from "./ports.js";
+import { resolveSecretEnv } from "./secrets.js";
+import { validateCreate, validateExec } from "./validate.js";
+
+/** Defaults a sandbox gets when the request says nothing. */
+export const SANDBOX_DEFAULTS = {
+  memoryLimitMiB: 2048,
+  pidsLimit: 1024,
+} as const;
+
+/** Return codes of the ways a sandbox can end other than its entrypoint exiting. */
+const RETURNCODE: Record<Exclude<FinishReasonName, "exited" | "failed">, number> = {
+  terminated: 137,
+  timeout: 124,
+  "idle-timeout": 137,
+  oom: 137,
+};
+
+export const ENTRY_EXEC_ID = "entry";
+
+interface LiveSandbox {
+  handle: RuntimeSandbox;
+  timers: NodeJS.Timeout[];
+  /** Set before sbx kills the sandbox, so the exit watcher records why. */
+  ending: { reason: FinishReasonName; code: number } | null;
+}
+
+export interface SandboxServiceDeps {
+  store: Store;
+  backend: Backend;
+  images: ImageService;
+  output: OutputReader;
+  log: (msg: string) => void;
+}
+
+const now = (): string => new Date().toISOString();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class SandboxService {
+  private readonly live = new Map<string, LiveSandbox>();
+  private readonly changes = new EventEmitter();
+  private closed = false;
+
+  constructor(private readonly deps: SandboxServiceDeps) {
+    this.changes.setMaxListeners(0);
+  }
+
+  // ---- create ---------------------------------------------------------------
+
+  async create(req: SandboxCreateRequest, signal?: AbortSignal): Promise<SandboxRecord> {
+    const { store } = this.deps;
+    validateCreate(req);
+    if (!store.findApp(req.appId)) throw new NotFoundError(`app ${req.appId} does not exist`);
+    const secretEnv = resolveSecretEnv(req.secrets);
+    const timeoutMs = req.timeoutMs ?? LIMITS.defaultTimeoutMs;
+    const memoryLimitMiB = req.memoryLimitMiB ?? Math.max(req.memoryMiB ?? 0, SANDBOX_DEFAULTS.memoryLimitMiB);
+    const createdAt = Date.now();
+    const record: SandboxRecord = {
+      sandboxId: newId("sb"),
+      appId: req.appId,
+      name: req.name ?? null,
+      state: "created",
+      spec: {
+        image: req.image.kind === "registry" ? { kind: "registry", ref: req.image.ref } : req.image,
+        ...(req.command ? { command: req.command } : {}),
+        timeoutMs,
+        ...(req.workdir ? { workdir: req.workdir } : {}),
+        blockNetwork: req.blockNetwork ?? false,
+        memoryLimitBytes: memoryLimitMiB * 1024 * 1024,
+        pidsLimit: SANDBOX_DEFAULTS.pidsLimit,
+        ...(req.cpuLimit !== undefined ? { cpuLimit: req.cpuLimit } : {}),
+        envKeys: [...Object.keys(req.env ?? {}), ...Object.keys(secretEnv)],
+      },
+      imageId: null,
+      returncode: null,
+      finishReason: null,
+      tags: req.tags ?? {},
+      createdAt: new Date(createdAt).toISOString(),
+      deadlineAt: createdAt + timeoutMs,
+      finishedAt: null,
+    };
+    this.insertCreated(record);
+
+    // Admission: one host, no reservation accounting yet, so every sandbox is admitted.
+    this.moveTo(record.sandboxId, "scheduled", "Scheduled", "admitted");
+
+    let handle: RuntimeSandbox;
+    try {
+      const image = await this.deps.images.resolve(
+        req.image.kind === "registry" && req.image.secret
+          ? { kind: "registry", ref: req.image.ref, auth: registryAuth(req.image.secret) }
+          : req.image.kind === "registry"
+            ? { kind: "registry", ref: req.image.ref }
+            : req.image,
+        signal,
+      );
+      store.updateSandbox(record.sandboxId, { imageId: image.imageId });
+      handle = await this.deps.backend.create(
+        {
+          sandboxId: record.sandboxId,
+          image,
+          ...(req.command ? { command: req.command } : {}),
+          env: { ...(req.env ?? {}), ...secretEnv },
+          ...(req.workdir ? { workdir: req.workdir } : {}),
+          memoryLimitBytes: record.spec.memoryLimitBytes,
+          pidsLimit: record.spec.pidsLimit,
+          ...(req.cpuLimit !== undefined ? { cpuLimit: req.cpuLimit } : {}),
+          blockNetwork: record.spec.blockNetwork,
+        },
+        signal,
+      );
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      await this.finish(record.sandboxId, "failed", 1, message);
+      if (err instanceof SbxServerError) throw err;
+      throw new UnavailableError(`sandbox ${record.sandboxId} failed to start: ${message}`, { cause: err });
+    }
+    if (this.mustGet(record.sandboxId).state === "finished") {
+      // Terminated while it was starting: undo the start, keep the recorded end.
+      await handle.kill().catch(() => undefined);
+      await handle.destroy().catch(() => undefined);
+      return this.get(record.sandboxId);
+    }
+    if (req.command) {
+      store.insertExec({
+        execId: ENTRY_EXEC_ID,
+        sandboxId: record.sandboxId,
+        argv: req.command,
+        createdAt: now(),
+        returncode: null,
+        reason: null,
+        finishedAt: null,
+      });
+    }
+    this.moveTo(record.sandboxId, "started", "Started", null);
+    this.attach(record.sandboxId, handle, record.deadlineAt);
+    return this.get(record.sandboxId);
+  }
+
+  private insertCreated(record: SandboxRecord): void {
+    const { store } = this.deps;
+    try {
+      store.transaction(() => {
+        if (record.name !== null && store.findActiveByName(record.appId, record.name)) {
+          throw new AlreadyExistsError(
+            `a running sandbox named "${record.name}" already exists in this app; names are free again once it finishes`,
+          );
+        }
+        store.insertSandbox(record);
+        store.insertEvent({ sandboxId: record.sandboxId, type: "Created", at: record.createdAt, reason: null, returncode: null });
+      });
+    } catch (err) {
+      if (err instanceof SbxServerError) throw err;
+      // The partial unique index is the last word when two creates race.
+      if (err instanceof Error && /UNIQUE constraint failed: sandboxes\.app_id, sandboxes\.name/.test(err.message)) {
+        throw new AlreadyExistsError(`a running sandbox named "${record.name}" already exists in this app`);
+      }
+      throw err;
+    }
+  }
+
+  private moveTo(sandboxId: string, to: SandboxStateName, event: EventTypeName, reason: string | null): void {
+    const { store } = this.deps;
+    store.transaction(() => {
+      const rec = this.mustGet(sandboxId);
+      assertTransition(sandboxId, rec.state, to);
+      store.updateSandbox(sandboxId, { state: to });
+      store.insertEvent({ sandboxId, type: event, at: now(), reason, returncode: null });
+    });
+    this.changes.emit(`sandbox:${sandboxId}`);
+  }
+
+  /** Starts watching a running sandbox: its timeout, its end, its processes. */
+  private attach(sandboxId: string, handle: RuntimeSandbox, deadlineAt: number): void {
+    const live: LiveSandbox = { handle, timers: [], ending: null };
+    this.live.set(sandboxId, live);
+    live.timers.push(
+      setTimeout(() => void this.end(sandboxId, "timeout"), Math.max(0, deadlineAt - Date.now())),
+    );
+    handle.onExecExit((execId, status) => this.recordExecExit(sandboxId, execId, status));
+    handle.waitExit().then(
+      ({ code, oom }) => {
+        const ending = live.ending;
+        if (ending) return this.finish(sandboxId, ending.reason, ending.code);
+        if (oom) return this.finish(sandboxId, "oom", RETURNCODE.oom);
+        return this.finish(sandboxId, "exited", code);
+      },
+      (err: unknown) => this.finish(sandboxId, "failed", 1, err instanceof Error ? err.message : String(err)),
+    ).catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: recording its end failed: ${String(err)}`));
+  }
+
+  private recordExecExit(sandboxId: string, execId: string, status: ExitStatus): void {
+    this.deps.store.finishExec(sandboxId, execId, status.code, status.reason, now());
+    this.changes.emit(`exec:${sandboxId}:${execId}`);
+  }
+
+  /** Kills a running sandbox for `reason`; the exit watcher then records it. */
+  private async end(sandboxId: string, reason: Exclude<FinishReasonName, "exited" | "failed">): Promise<void> {
+    const live = this.live.get(sandboxId);
+    if (!live) return;
+    live.ending ??= { reason, code: RETURNCODE[reason] };
+    try {
+      await live.handle.kill();
+    } catch (err) {
+      this.deps.log(`sandbox ${sandboxId}: kill failed: ${String(err)}`);
+    }
+    // The watcher normally finishes it; make sure even if the runtime lost track.
+    await this.finish(sandboxId, live.ending.reason, live.ending.code);
+  }
+
+  /** Records the end of a sandbox once; later calls are no-ops. */
+  private async finish(sandboxId: string, reason: FinishReasonName, code: number, detail?: string): Promise<void> {
+    const { store, output } = this.deps;
+    const running = store.listRunningExecs(sandboxId);
+    const statuses = await Promise.all(running.map((e) => output.exitStatus(sandboxId, e.execId).catch(() => null)));
+    let finished = false;
+    store.transaction(() => {
+      const rec = store.getSandbox(sandboxId);
+      if (!rec || rec.state === "finished") return;
+      const at = now();
+      store.updateSandbox(sandboxId, { state: "finished", returncode: code, finishReason: reason, finishedAt: at });
+      store.insertEvent({ sandboxId, type: "Finished", at, reason: detail ? `${reason}: ${detail}` : reason, returncode: code });
+      running.forEach((e, i) => {
+        const s = statuses[i];
+        store.finishExec(sandboxId, e.execId, s?.code ?? 137, s?.reason ?? "sandbox-finished", at);
+      });
+      finished = true;
+    });
+    if (!finished) return;
+    const live = this.live.get(sandboxId);
+    this.live.delete(sandboxId);
+    for (const t of live?.timers ?? []) clearTimeout(t);
+    this.changes.emit(`sandbox:${sandboxId}`);
+    for (const e of running) this.changes.emit(`exec:${sandboxId}:${e.execId}`);
+    const cleanup = live ? live.handle.destroy() : this.deps.backend.cleanup(sandboxId);
+    await cleanup.catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: cleanup failed: ${String(err)}`));
+  }
+
+  // ---- queries and control --------------------------------------------------
+
+  get(sandboxId: string): SandboxRecord {
+    return this.mustGet(sandboxId);
+  }
+
+  private mustGet(sandboxId: string): SandboxRecord {
+    const rec = this.deps.store.getSandbox(sandboxId);
+    if (!rec) throw new NotFoundError(`sandbox ${sandboxId} does not exist`);
+    return rec;
+  }
+
+  listRunning(filter: { appId?: string; tags?: Record<string, string>; afterId?: string; limit: number }): SandboxRecord[] {
+    const out: SandboxRecord[] = [];
+    let afterId = filter.afterId;
+    // Tag filtering happens here, so keep reading pages until one is full.
+    for (;;) {
+      const page = this.deps.store.listActiveSandboxes({
+        ...(filter.appId !== undefined ? { appId: filter.appId } : {}),
+        ...(afterId !== undefined ? { afterId } : {}),
+        limit: filter.limit,
+      });
+      for (const rec of page) {
+        if (hasTags(rec.tags, filter.tags ?? {})) out.push(rec);
+        if (out.length === filter.limit) return out;
+      }
+      if (page.length < filter.limit) return out;
+      afterId = page[page.length - 1]!.sandboxId;
+    }
+  }
+
+  events(sandboxId: string) {
+    this.mustGet(sandboxId);
+    return this.deps.store.listEvents(sandboxId);
+  }
+
+  /** Resolves with the record once finished, or when `timeoutMs` passes. */
+  async waitFinished(sandboxId: string, timeoutMs: number, signal?: AbortSignal): Promise<SandboxRecord> {
+    return this.waitFor(`sandbox:${sandboxId}`, () => {
+      const rec = this.mustGet(sandboxId);
+      return rec.state === "finished" ? rec : null;
+    }, timeoutMs, signal).then((r) => r ?? this.mustGet(sandboxId));
+  }
+
+  async terminate(sandboxId: string): Promise<SandboxRecord> {
+    const rec = this.mustGet(sandboxId);
+    if (rec.state === "finished") return rec;
+    if (this.live.has(sandboxId)) {
+      await this.end(sandboxId, "terminated");
+    } else {
+      // Still being created: record the end; create() notices and undoes its work.
+      await this.finish(sandboxId, "terminated", RETURNCODE.terminated);
+    }
+    return this.mustGet(sandboxId);
+  }
+
+  // ---- processes ------------------------------------------------------------
+
+  private requireLive(sandboxId: string): LiveSandbox {
+    const rec = this.mustGet(sandboxId);
+    const live = this.live.get(sandboxId);
+    if (rec.state !== "started" || !live) {
+      const why = rec.state === "finished" ? `has finished (${rec.finishReason})` : `is ${rec.state}, not started`;
+      throw new FailedPreconditionError(
+        `sandbox ${sandboxId} ${why}; commands run only in a running sandbox: create a new one`,
+      );
+    }
+    return live;
+  }
+
+  async exec(sandboxId: string, req: ExecRequest): Promise<ExecRecord> {
+    validateExec(req);
+    const live = this.requireLive(sandboxId);
+    const secretEnv = resolveSecretEnv(req.secrets);
+    const record: ExecRecord = {
+      execId: newId("ex"),
+      sandboxId,
+      argv: req.argv,
+      createdAt: now(),
+      returncode: null,
+      reason: null,
+      finishedAt: null,
+    };
+    this.deps.store.insertExec(record);
+    try {
+      await live.handle.exec({
+        execId: record.execId,
+        argv: req.argv,
+        env: { ...(req.env ?? {}), ...secretEnv },
+        ...(req.workdir ? { workdir: req.workdir } : {}),
+        timeoutMs: req.timeoutMs ?? 0,
+        stdoutIgnore: req.stdout === "ignore",
+        stderrIgnore: req.stderr === "ignore",
+      });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.deps.store.finishExec(sandboxId, record.execId, 1, "failed", now());
+      if (this.mustGet(sandboxId).state === "finished") {
+        throw new FailedPreconditionError(`sandbox ${sandboxId} finished while the command was being started`);
+      }
+      throw new InternalError(`starting the command in sandbox ${sandboxId} failed: ${message}`, { cause: err });
+    }
+    return record;
+  }
+
+  getExec(sandboxId: string, execId: string): ExecRecord {
+    this.mustGet(sandboxId);
+    const rec = this.deps.store.getExec(sandboxId, execId);
+    if (!rec) throw new NotFoundError(`process ${execId} does not exist in sandbox ${sandboxId}`);
+    return rec;
+  }
+
+  async waitExec(sandboxId: string, execId: string, timeoutMs: number, signal?: AbortSignal): Promise<ExecRecord> {
+    const done = await this.waitFor(`exec:${sandboxId}:${execId}`, () => {
+      const rec = this.getExec(sandboxId, execId);
+      return rec.returncode !== null ? rec : null;
+    }, timeoutMs, signal);
+    if (done) return done;
+    // An exit the agent could not report (connection dropped) is still on disk.
+    const status = await this.deps.output.exitStatus(sandboxId, execId);
+    if (status) this.recordExecExit(sandboxId, execId, status);
+    return this.getExec(sandboxId, execId);
+  }
+
+  follow(sandboxId: string, execId: string, stream: StreamName, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    this.getExec(sandboxId, execId);
+    const isDone = (): boolean => {
+      const rec = this.deps.store.getExec(sandboxId, execId);
+      return rec === null || rec.returncode !== null;
+    };
+    return this.deps.output.follow(sandboxId, execId, stream, offset, isDone, signal);
+  }
+
+  /** Writes stdin bytes at `offset`; returns the total the process has accepted. */
+  async writeStdin(sandboxId: string, execId: string, offset: number, data: Uint8Array): Promise<number> {
+    const live = this.requireLive(sandboxId);
+    this.requireRunningExec(sandboxId, execId);
+    const end = offset + data.length;
+    const deadline = Date.now() + 10_000;
+    let acked = await this.agentCall(() => live.handle.writeStdin(execId, offset, data));
+    // The agent buffers at most 1 MiB per process; hand it the rest as the process reads.
+    while (acked < end && Date.now() < deadline) {
+      if (this.deps.store.getExec(sandboxId, execId)?.returncode !== null) break;
+      await sleep(5);
+      acked = await this.agentCall(() => live.handle.writeStdin(execId, acked, data.subarray(acked - offset)));
+    }
+    return acked;
+  }
+
+  async closeStdin(sandboxId: string, execId: string): Promise<void> {
+    const live = this.requireLive(sandboxId);
+    this.requireRunningExec(sandboxId, execId);
+    await this.agentCall(() => live.handle.closeStdin(execId));
+  }
+
+  private requireRunningExec(sandboxId: string, execId: string): void {
+    const rec = this.getExec(sandboxId, execId);
+    if (rec.returncode !== null) {
+      throw new FailedPreconditionError(`process ${execId} has exited (code ${rec.returncode}); its stdin is closed`);
+    }
+  }
+
+  /** Errors the agent reports about a request are the caller's problem, not the server's. */
+  private async agentCall<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof SbxServerError) throw err;
+      throw new FailedPreconditionError(err instanceof Error ? err.message : String(err), { cause: err });
+    }
+  }
+
+  // ---- waiting ----------------------------------------------------------------
+
+  private async waitFor<T>(key: string, check: () => T | null, timeoutMs: number, signal?: AbortSignal): Promise<T | null> {
+    const first = check();
+    if (first !== null) return first;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), timeoutMs);
+    const onAbort = () => ac.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for (;;) {
+        try {
+          await once(this.changes, key, { signal: ac.signal });
+        } catch {
+          return check();
+        }
+        const r = check();
+        if (r !== null) return r;
+      }
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  // ---- restarts -----------------------------------------------------------------
+
+  /** Re-adopts the sandboxes an earlier server process left running. */
+  async recover(): Promise<{ adopted: number; lost: number }> {
+    const { store, backend, output } = this.deps;
+    let adopted = 0;
+    let lost = 0;
+    for (const rec of store.listActiveSandboxes()) {
+      if (rec.state !== "started") {
+        await this.finish(rec.sandboxId, "failed", 1, "the server stopped before the sandbox started");
+        lost++;
+        continue;
+      }
+      const handle = await backend.adopt(rec.sandboxId).catch((err: unknown) => {
+        this.deps.log(`sandbox ${rec.sandboxId}: adopt failed: ${String(err)}`);
+        return null;
+      });
+      if (!handle) {
+        const entry = rec.spec.command ? await output.exitStatus(rec.sandboxId, ENTRY_EXEC_ID) : null;
+        if (entry) await this.finish(rec.sandboxId, "exited", entry.code);
+        else await this.finish(rec.sandboxId, "failed", 1, "the sandbox was gone when the server restarted");
+        lost++;
+        continue;
+      }
+      this.attach(rec.sandboxId, handle, rec.deadlineAt);
+      for (const e of store.listRunningExecs(rec.sandboxId)) {
+        const status = await output.exitStatus(rec.sandboxId, e.execId);
+        if (status) this.recordExecExit(rec.sandboxId, e.execId, status);
+      }
+      adopted++;
+    }
+    return { adopted, lost };
+  }
+
+  /** Stops timers and watchers; running sandboxes keep running for the next server. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const live of this.live.values()) for (const t of live.timers) clearTimeout(t);
+    this.live.clear();
+  }
+}
+
+function hasTags(have: Record<string, string>, want: Record<string, string>): boolean {
+  return Object.entries(want).every(([k, v]) => have[k] === v);
+}
+
+function registryAuth(secret: NonNullable<Extract<SandboxCreateRequest["image"], { kind: "registry" }>["secret"]>) {
+  const env = resolveSecretEnv([secret]);
+  const username = env.REGISTRY_USERNAME;
+  const password = env.REGISTRY_PASSWORD;
+  if (username === undefined || password === undefined) return undefined;
+  return { username, password };
+}

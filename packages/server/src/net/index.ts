@@ -1,0 +1,281 @@
+// Sandbox networking on one host.
+//
+// Host side (ensureHostNetwork, idempotent): a bridge (sbx0, 10.88.0.1/16),
+// IPv4 forwarding, and one nftables table `inet sbx` replaced atomically:
+//   - masquerade what leaves the sandbox subnet through any other interface;
+//   - forward: sandboxes may not reach private, link-local, CGNAT or loopback
+//     ranges (so not the host's LAN, metadata services, or each other via the
+//     gateway), and no IPv6 at all;
+//   - input: from the bridge only DNS (udp/tcp 53) to the gateway address, plus
+//     replies to connections the host opened; everything else to the host
+//     itself (any of its addresses) is dropped.
+// Bridge ports are isolated, so sandboxes cannot talk to each other at L2.
+//
+// Per sandbox (setupSandboxNetwork): the sandbox's network namespace is named
+// `sbx-<id>` under /var/run/netns (attached from the sandbox's PID 1 with
+// `ip netns attach`, so it is owned by the sandbox's user namespace and sysfs
+// can be mounted inside); a veth pair `sbx<8 hex>` (host, in sbx0, isolated) ↔
+// `eth0` (sandbox) with an address from the subnet and a default route via
+// the gateway. blockNetwork: nothing but `lo`. Two `ip -batch` spawns.
+
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, writeFileSync } from "node:fs";
+
+export interface NetConfig {
+  bridge: string;
+  /** Gateway (bridge) address. */
+  gateway: string;
+  /** Prefix length of the sandbox subnet (the gateway's network). */
+  prefixLength: number;
+  /** Ranges sandboxes may never reach (besides the host itself). */
+  blockedRanges: string[];
+}
+
+export const DEFAULT_NET: NetConfig = {
+  bridge: "sbx0",
+  gateway: "10.88.0.1",
+  prefixLength: 16,
+  blockedRanges: [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "0.0.0.0/8",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+  ],
+};
+
+export const NFT_TABLE = "sbx";
+const NETNS_DIR = "/var/run/netns";
+
+export class NetError extends Error {
+  constructor(
+    message: string,
+    readonly stderrTail = "",
+  ) {
+    super(message);
+    this.name = "NetError";
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function run(cmd: string, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err = (err + d).slice(-4000)));
+    child.on("error", (e) => reject(new NetError(`${cmd}: ${e.message}`)));
+    child.on("close", (code) => {
+      if (code === 0) resolve(out);
+      else reject(new NetError(`${cmd} ${args.join(" ")} failed (${code}): ${err.trim()}`, err.trim()));
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+export function ipToInt(ip: string): number {
+  const p = ip.split(".").map(Number);
+  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new NetError(`bad IPv4 ${ip}`);
+  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+}
+export function intToIp(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+export function subnetOf(cfg: NetConfig): string {
+  const mask = cfg.prefixLength === 0 ? 0 : (0xffffffff << (32 - cfg.prefixLength)) >>> 0;
+  return `${intToIp((ipToInt(cfg.gateway) & mask) >>> 0)}/${cfg.prefixLength}`;
+}
+
+/** Host-side veth name: ≤ 15 chars, stable per sandbox. */
+export function hostVethName(sandboxId: string): string {
+  return "sbx" + createHash("sha256").update(sandboxId).digest("hex").slice(0, 8);
+}
+export function netnsName(sandboxId: string): string {
+  return `sbx-${sandboxId}`;
+}
+export function netnsPath(sandboxId: string): string {
+  return `${NETNS_DIR}/${netnsName(sandboxId)}`;
+}
+
+/** A free address in the subnet, not the gateway, not in `used`. */
+export function allocateAddress(used: Iterable<string>, cfg: NetConfig = DEFAULT_NET): string {
+  const taken = new Set(used);
+  taken.add(cfg.gateway);
+  const mask = (0xffffffff << (32 - cfg.prefixLength)) >>> 0;
+  const net = (ipToInt(cfg.gateway) & mask) >>> 0;
+  const size = 2 ** (32 - cfg.prefixLength);
+  for (let i = 2; i < size - 1; i++) {
+    const ip = intToIp((net + i) >>> 0);
+    if (!taken.has(ip)) return ip;
+  }
+  throw new NetError("sandbox subnet exhausted");
+}
+
+// ---------------------------------------------------------------- host side
+
+export function nftRuleset(cfg: NetConfig = DEFAULT_NET): string {
+  const subnet = subnetOf(cfg);
+  const br = JSON.stringify(cfg.bridge);
+  return `table inet ${NFT_TABLE}
+delete table inet ${NFT_TABLE}
+table inet ${NFT_TABLE} {
+  set blocked4 {
+    type ipv4_addr
+    flags interval
+    elements = { ${cfg.blockedRanges.join(", ")} }
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr ${subnet} oifname != ${br} masquerade
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname ${br} meta nfproto ipv6 drop
+    oifname ${br} meta nfproto ipv6 drop
+    iifname ${br} ip daddr @blocked4 drop
+    iifname ${br} fib daddr type local drop
+    oifname ${br} ct state established,related accept
+    oifname ${br} iifname != ${br} ct state new drop
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname ${br} ct state established,related accept
+    iifname ${br} ip daddr ${cfg.gateway} udp dport 53 accept
+    iifname ${br} ip daddr ${cfg.gateway} tcp dport 53 accept
+    iifname ${br} drop
+  }
+}
+`;
+}
+
+/** Bridge, forwarding and firewall. Idempotent; safe to call at every start. */
+export async function ensureHostNetwork(cfg: NetConfig = DEFAULT_NET): Promise<void> {
+  const addr = `${cfg.gateway}/${cfg.prefixLength}`;
+  if (!existsSync(`/sys/class/net/${cfg.bridge}`)) {
+    await run("ip", ["-batch", "-"], `link add ${cfg.bridge} type bridge\n`).catch((e: NetError) => {
+      if (!/File exists/.test(e.stderrTail)) throw e;
+    });
+  }
+  try {
+    writeFileSync(`/proc/sys/net/ipv6/conf/${cfg.bridge}/disable_ipv6`, "1");
+  } catch {
+    /* no IPv6 on this host */
+  }
+  const shown = await run("ip", ["-j", "addr", "show", "dev", cfg.bridge]);
+  const info = JSON.parse(shown) as { addr_info?: { family: string; local: string; prefixlen: number }[] }[];
+  const has = (info[0]?.addr_info ?? []).some((a) => a.family === "inet" && a.local === cfg.gateway && a.prefixlen === cfg.prefixLength);
+  await run(
+    "ip",
+    ["-batch", "-"],
+    (has ? "" : `addr add ${addr} dev ${cfg.bridge}\n`) + `link set ${cfg.bridge} up\n`,
+  );
+  writeFileSync("/proc/sys/net/ipv4/ip_forward", "1");
+  await run("nft", ["-f", "-"], nftRuleset(cfg));
+}
+
+/** Removes the firewall table and the bridge (tests, uninstall). */
+export async function removeHostNetwork(cfg: NetConfig = DEFAULT_NET): Promise<void> {
+  await run("nft", ["delete", "table", "inet", NFT_TABLE]).catch(() => undefined);
+  if (existsSync(`/sys/class/net/${cfg.bridge}`)) await run("ip", ["link", "del", cfg.bridge]).catch(() => undefined);
+}
+
+// ---------------------------------------------------------------- per sandbox
+
+export interface SandboxNetSetup {
+  sandboxId: string;
+  /** PID (host view) of a process inside the sandbox's network namespace. */
+  pid: number;
+  blockNetwork: boolean;
+  /** Required unless blockNetwork. */
+  address?: string;
+}
+
+export interface SandboxNet {
+  netns: string;
+  hostVeth?: string;
+  address?: string;
+  ms: number;
+}
+
+/**
+ * Names the sandbox's network namespace and, unless blockNetwork, wires it
+ * to the bridge. On failure undoes what it did.
+ */
+export async function setupSandboxNetwork(s: SandboxNetSetup, cfg: NetConfig = DEFAULT_NET): Promise<SandboxNet> {
+  const t0 = performance.now();
+  const ns = netnsName(s.sandboxId);
+  if (!Number.isInteger(s.pid) || s.pid <= 1) throw new NetError(`bad pid ${s.pid}`);
+  if (s.blockNetwork) {
+    // The runtime already brought lo up in the fresh namespace.
+    await run("ip", ["-batch", "-"], `netns attach ${ns} ${s.pid}\n`);
+    return { netns: ns, ms: performance.now() - t0 };
+  }
+  if (!s.address) throw new NetError("address required");
+  const veth = hostVethName(s.sandboxId);
+  try {
+    await run(
+      "ip",
+      ["-batch", "-"],
+      [
+        `netns attach ${ns} ${s.pid}`,
+        `link add ${veth} type veth peer name eth0 netns ${ns}`,
+        `link set dev ${veth} master ${cfg.bridge}`,
+        `link set dev ${veth} type bridge_slave isolated on learning off`,
+        `link set dev ${veth} up`,
+        "",
+      ].join("\n"),
+    );
+    await run(
+      "ip",
+      ["-n", ns, "-batch", "-"],
+      [
+        `link set lo up`,
+        `addr add ${s.address}/${cfg.prefixLength} dev eth0`,
+        `link set eth0 up`,
+        `route add default via ${cfg.gateway} dev eth0`,
+        "",
+      ].join("\n"),
+    );
+  } catch (e) {
+    await teardownSandboxNetwork(s.sandboxId).catch(() => undefined);
+    throw e;
+  }
+  return { netns: ns, hostVeth: veth, address: s.address, ms: performance.now() - t0 };
+}
+
+/** Removes the veth and the netns name. Idempotent. */
+export async function teardownSandboxNetwork(sandboxId: string): Promise<void> {
+  const veth = hostVethName(sandboxId);
+  const lines: string[] = [];
+  if (existsSync(`/sys/class/net/${veth}`)) lines.push(`link del ${veth}`);
+  if (existsSync(netnsPath(sandboxId))) lines.push(`netns del ${netnsName(sandboxId)}`);
+  if (lines.length === 0) return;
+  // -force: keep going past a line that fails (already gone).
+  await run("ip", ["-force", "-batch", "-"], lines.join("\n") + "\n").catch((e: NetError) => {
+    if (existsSync(`/sys/class/net/${veth}`) || existsSync(netnsPath(sandboxId))) throw e;
+  });
+}
+
+// ---------------------------------------------------------------- /etc files
+
+export function resolvConf(cfg: NetConfig = DEFAULT_NET): string {
+  return `nameserver ${cfg.gateway}\noptions ndots:0\n`;
+}
+
+export function hostsFile(hostname: string, address?: string): string {
+  return (
+    `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n` +
+    `${address ?? "127.0.1.1"}\t${hostname}\n`
+  );
+}
+
+export function hostnameFile(hostname: string): string {
+  return `${hostname}\n`;
+}

@@ -1,0 +1,328 @@
+// A sandbox's directory and root filesystem.
+//
+//   <dataDir>/sandboxes/<id>/
+//     state.json        what adopt()/cleanup() need after a restart (slot, uid base, address…)
+//     lower/<n>         read-only idmapped binds of the image's layer dirs (n = 0 is the base)
+//     upper/ work/      overlay upper and work dirs, owned by the sandbox's uid base
+//     rootfs/           the overlay: lowerdir = lower/<last>:…:lower/0 (topmost first)
+//     run/              becomes /.sbx inside (agent.sock, procs/); kept after destroy
+//     bundle/config.json
+//     resolv.conf hosts hostname   bind-mounted read-only over /etc/*
+//     console.log       PID 1's stdout/stderr and the runtime's messages
+//
+// Mounts are made with util-linux `mount`/`umount` and the agent's
+// `sbx-idmap` helper; teardown unmounts by path, lazily if busy, and is
+// idempotent.
+
+import { spawn } from "node:child_process";
+import {
+  chownSync,
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  writeFileSync,
+  constants as fsc,
+} from "node:fs";
+import { join } from "node:path";
+
+export const UID_BASE_START = 200_000;
+export const UID_RANGE = 65_536;
+/** Highest slot whose range stays below 2^32 - 1. */
+export const MAX_SLOT = Math.floor((0xffff_fffe - UID_BASE_START) / UID_RANGE) - 1;
+
+export const SANDBOX_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+export class RootfsError extends Error {
+  constructor(
+    message: string,
+    readonly stderrTail = "",
+  ) {
+    super(message);
+    this.name = "RootfsError";
+  }
+}
+
+export interface SandboxPaths {
+  dir: string;
+  state: string;
+  lower: string;
+  upper: string;
+  work: string;
+  rootfs: string;
+  run: string;
+  bundle: string;
+  config: string;
+  pidFile: string;
+  consoleLog: string;
+  resolvConf: string;
+  hosts: string;
+  hostname: string;
+}
+
+export function sandboxesDir(dataDir: string): string {
+  return join(dataDir, "sandboxes");
+}
+
+export function sandboxPaths(dataDir: string, sandboxId: string): SandboxPaths {
+  if (!SANDBOX_ID_RE.test(sandboxId)) throw new RootfsError(`bad sandbox id ${JSON.stringify(sandboxId)}`);
+  const dir = join(sandboxesDir(dataDir), sandboxId);
+  return {
+    dir,
+    state: join(dir, "state.json"),
+    lower: join(dir, "lower"),
+    upper: join(dir, "upper"),
+    work: join(dir, "work"),
+    rootfs: join(dir, "rootfs"),
+    run: join(dir, "run"),
+    bundle: join(dir, "bundle"),
+    config: join(dir, "bundle", "config.json"),
+    pidFile: join(dir, "bundle", "pid"),
+    consoleLog: join(dir, "console.log"),
+    resolvConf: join(dir, "resolv.conf"),
+    hosts: join(dir, "hosts"),
+    hostname: join(dir, "hostname"),
+  };
+}
+
+// ---------------------------------------------------------------- state.json
+
+export interface SandboxState {
+  version: 1;
+  sandboxId: string;
+  slot: number;
+  uidBase: number;
+  runtime: "runc" | "crun";
+  blockNetwork: boolean;
+  address?: string;
+  hostname: string;
+  layerCount: number;
+  createdAt: string;
+  /** Set once destroy/cleanup finished: the slot and address are free again. */
+  destroyed?: boolean;
+}
+
+export function readState(path: string): SandboxState | null {
+  try {
+    const s = JSON.parse(readFileSync(path, "utf8")) as SandboxState;
+    if (s.version !== 1 || typeof s.uidBase !== "number" || typeof s.slot !== "number") return null;
+    return s;
+  } catch {
+    return null;
+  }
+}
+
+export function writeState(path: string, s: SandboxState): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, JSON.stringify(s, null, 1) + "\n", { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+/** States of every sandbox dir (including destroyed ones). */
+export function scanStates(dataDir: string): SandboxState[] {
+  const root = sandboxesDir(dataDir);
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  const out: SandboxState[] = [];
+  for (const n of names) {
+    if (!SANDBOX_ID_RE.test(n)) continue;
+    const s = readState(join(root, n, "state.json"));
+    if (s) out.push(s);
+  }
+  return out;
+}
+
+/**
+ * The lowest slot not used by a live sandbox dir nor in `reserved`. Callers
+ * must write state.json (or add to `reserved`) before yielding to the event
+ * loop, so two creates cannot pick the same slot.
+ */
+export function pickSlot(dataDir: string, reserved: Iterable<number> = []): number {
+  const used = new Set(reserved);
+  for (const s of scanStates(dataDir)) if (!s.destroyed) used.add(s.slot);
+  for (let slot = 0; slot <= MAX_SLOT; slot++) if (!used.has(slot)) return slot;
+  throw new RootfsError("no free uid range");
+}
+
+export function uidBaseOf(slot: number): number {
+  return UID_BASE_START + slot * UID_RANGE;
+}
+
+// ---------------------------------------------------------------- process helper
+
+export function runTool(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+    let out = "";
+    let err = "";
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err = (err + d).slice(-4000)));
+    child.on("error", (e) => reject(new RootfsError(`${cmd}: ${e.message}`)));
+    child.on("close", (code) => {
+      if (code === 0) resolve(out);
+      else reject(new RootfsError(`${cmd} ${args.join(" ")} failed (${code}): ${err.trim()}`, err.trim()));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- mounts
+
+function unescapeMountinfo(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount points at or under `dir` (this process's mount namespace), deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const text = readFileSync("/proc/self/mountinfo", "utf8");
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.split(" ");
+    if (f.length < 5) continue;
+    const mp = unescapeMountinfo(f[4]!);
+    if (mp === dir || mp.startsWith(dir + "/")) out.push(mp);
+  }
+  // Deepest (and, for stacked mounts, latest) first.
+  return out.reverse().sort((a, b) => b.split("/").length - a.split("/").length);
+}
+
+export interface MountTimings {
+  idmapMs: number;
+  overlayMs: number;
+}
+
+export interface MountOptions {
+  /** Path of sbx-idmap. */
+  idmapBin: string;
+  /**
+   * Development stopgap only: use the layer dirs as lowerdirs without an
+   * idmapped mount (files show as nobody:nogroup inside). Never silent: the
+   * caller logs it.
+   */
+  unsafeNoIdmap?: boolean;
+}
+
+/**
+ * Makes lower/, upper/, work/, run/ (owned by uidBase) and mounts the
+ * overlay at rootfs/. On failure, unmounts what it mounted.
+ */
+export async function mountRootfs(
+  p: SandboxPaths,
+  layers: string[],
+  uidBase: number,
+  opts: MountOptions,
+): Promise<MountTimings> {
+  if (layers.length === 0) throw new RootfsError("image has no layers");
+  for (const d of [p.lower, p.upper, p.work, p.rootfs, p.run, p.bundle]) mkdirSync(d, { recursive: true, mode: 0o711 });
+  for (const d of [p.upper, p.work, p.run]) chownSync(d, uidBase, uidBase);
+  // upper/ is the overlay's root inode: "/" inside, so owned by root inside.
+  const t0 = performance.now();
+  let lowerdirs: string[];
+  try {
+    if (opts.unsafeNoIdmap) {
+      lowerdirs = [...layers];
+      // Without idmap, the lower dirs are owned by nobody inside; create the
+      // mount points runc would otherwise fail to create.
+      mkdirSync(join(p.upper, "etc"), { recursive: true, mode: 0o755 });
+      for (const f of ["hosts", "resolv.conf", "hostname"]) {
+        const fp = join(p.upper, "etc", f);
+        if (!existsSync(fp)) writeFileSync(fp, "");
+        chownSync(fp, uidBase, uidBase);
+      }
+      chownSync(join(p.upper, "etc"), uidBase, uidBase);
+    } else {
+      const args = [String(uidBase), String(UID_RANGE)];
+      layers.forEach((src, i) => {
+        const dst = join(p.lower, String(i));
+        mkdirSync(dst, { recursive: true, mode: 0o711 });
+        args.push(src, dst);
+      });
+      await runTool(opts.idmapBin, args);
+      lowerdirs = layers.map((_, i) => `lower/${i}`);
+    }
+  } catch (e) {
+    await unmountAll(p.dir);
+    throw e;
+  }
+  const t1 = performance.now();
+  try {
+    // Relative paths (cwd = sandbox dir) keep the option string short:
+    // overlay's options must fit in one page.
+    const lowerdir = [...lowerdirs].reverse().join(":");
+    await runTool(
+      "mount",
+      ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=upper,workdir=work`, p.rootfs],
+      { cwd: p.dir },
+    );
+  } catch (e) {
+    await unmountAll(p.dir);
+    throw e;
+  }
+  return { idmapMs: t1 - t0, overlayMs: performance.now() - t1 };
+}
+
+/** Unmounts everything under the sandbox dir, deepest first; lazily if busy. Idempotent. */
+export async function unmountAll(dir: string): Promise<void> {
+  for (let round = 0; round < 3; round++) {
+    const mps = mountsUnder(dir);
+    if (mps.length === 0) return;
+    try {
+      await runTool("umount", mps);
+    } catch {
+      // Busy or already gone: detach lazily what is still there.
+      const left = mountsUnder(dir);
+      if (left.length) await runTool("umount", ["-l", ...left]).catch(() => undefined);
+    }
+  }
+  const left = mountsUnder(dir);
+  if (left.length) throw new RootfsError(`still mounted: ${left.join(" ")}`);
+}
+
+// ---------------------------------------------------------------- safe reads in run/
+
+/**
+ * Reads a small file under a directory the sandbox can write to, without
+ * following symlinks at any component (the sandbox could plant one pointing
+ * at a host file). `rel` is split on "/"; returns null if missing or not a
+ * regular file. Reads at most `max` bytes.
+ */
+export function readFileNoFollow(dir: string, rel: string, max = 4096): Buffer | null {
+  const parts = rel.split("/").filter(Boolean);
+  const fds: number[] = [];
+  try {
+    let fd = openSync(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    fds.push(fd);
+    for (let i = 0; i < parts.length; i++) {
+      const last = i === parts.length - 1;
+      const part = parts[i]!;
+      if (part === "." || part === "..") return null;
+      fd = openSync(
+        `/proc/self/fd/${fd}/${part}`,
+        fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | (last ? 0 : fsc.O_DIRECTORY),
+      );
+      fds.push(fd);
+    }
+    const st = fstatSync(fd);
+    if (!st.isFile()) return null;
+    const buf = Buffer.alloc(Math.min(max, st.size));
+    let n = 0;
+    while (n < buf.length) {
+      const r = readSync(fd, buf, n, buf.length - n, n);
+      if (r <= 0) break;
+      n += r;
+    }
+    return buf.subarray(0, n);
+  } catch {
+    return null;
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}

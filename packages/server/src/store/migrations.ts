@@ -1,0 +1,65 @@
+// Versioned schema migrations. Each runs once, in order, in a transaction;
+// the applied version is SQLite's user_version. Never edit a shipped
+// migration: add the next one.
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "tokens, apps, sandboxes, events, execs",
+    sql: `
+      CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE apps (
+        app_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE sandboxes (
+        sandbox_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL REFERENCES apps(app_id),
+        name TEXT,
+        state TEXT NOT NULL CHECK (state IN ('created','scheduled','started','finished')),
+        spec TEXT NOT NULL,
+        image_id TEXT,
+        returncode INTEGER,
+        finish_reason TEXT,
+        tags TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        deadline_at INTEGER NOT NULL,
+        finished_at TEXT
+      );
+      -- A name is unique among the running sandboxes of an app only.
+      CREATE UNIQUE INDEX sandboxes_active_name ON sandboxes(app_id, name)
+        WHERE name IS NOT NULL AND state != 'finished';
+      CREATE INDEX sandboxes_active ON sandboxes(state, sandbox_id);
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sandbox_id TEXT NOT NULL REFERENCES sandboxes(sandbox_id),
+        type TEXT NOT NULL,
+        at TEXT NOT NULL,
+        reason TEXT,
+        returncode INTEGER
+      );
+      CREATE INDEX events_sandbox ON events(sandbox_id, seq);
+      CREATE TABLE execs (
+        exec_id TEXT NOT NULL,
+        sandbox_id TEXT NOT NULL REFERENCES sandboxes(sandbox_id),
+        argv TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        returncode INTEGER,
+        reason TEXT,
+        finished_at TEXT,
+        PRIMARY KEY (sandbox_id, exec_id)
+      );
+    `,
+  },
+];

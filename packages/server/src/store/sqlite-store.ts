@@ -1,0 +1,212 @@
+// The embedded default Store: one SQLite file in the data dir, WAL mode.
+// better-sqlite3 is synchronous, which keeps every multi-row change atomic
+// without locks of our own.
+import Database from "better-sqlite3";
+import type {
+  AppRecord,
+  EventRecord,
+  ExecRecord,
+  SandboxRecord,
+  Store,
+} from "../core/ports.js";
+import { MIGRATIONS, type Migration } from "./migrations.js";
+
+type Row = Record<string, unknown>;
+
+export class StoreMigrationError extends Error {}
+
+export function openSqliteStore(path: string, migrations: readonly Migration[] = MIGRATIONS): Store {
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.pragma("foreign_keys = ON");
+  db.pragma("busy_timeout = 5000");
+  migrate(db, migrations);
+  return new SqliteStore(db);
+}
+
+function migrate(db: Database.Database, migrations: readonly Migration[]): void {
+  const current = db.pragma("user_version", { simple: true }) as number;
+  const latest = migrations.at(-1)?.version ?? 0;
+  if (current > latest) {
+    throw new StoreMigrationError(
+      `the database is at schema version ${current}, newer than this server knows (${latest}); run a newer sbx`,
+    );
+  }
+  for (const m of migrations) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+  }
+}
+
+function sandboxFromRow(r: Row): SandboxRecord {
+  return {
+    sandboxId: r.sandbox_id as string,
+    appId: r.app_id as string,
+    name: (r.name as string | null) ?? null,
+    state: r.state as SandboxRecord["state"],
+    spec: JSON.parse(r.spec as string) as SandboxRecord["spec"],
+    imageId: (r.image_id as string | null) ?? null,
+    returncode: (r.returncode as number | null) ?? null,
+    finishReason: (r.finish_reason as SandboxRecord["finishReason"]) ?? null,
+    tags: JSON.parse(r.tags as string) as Record<string, string>,
+    createdAt: r.created_at as string,
+    deadlineAt: r.deadline_at as number,
+    finishedAt: (r.finished_at as string | null) ?? null,
+  };
+}
+
+function execFromRow(r: Row): ExecRecord {
+  return {
+    execId: r.exec_id as string,
+    sandboxId: r.sandbox_id as string,
+    argv: JSON.parse(r.argv as string) as string[],
+    createdAt: r.created_at as string,
+    returncode: (r.returncode as number | null) ?? null,
+    reason: (r.reason as string | null) ?? null,
+    finishedAt: (r.finished_at as string | null) ?? null,
+  };
+}
+
+const SANDBOX_COLUMNS: Record<string, string> = {
+  state: "state",
+  imageId: "image_id",
+  returncode: "returncode",
+  finishReason: "finish_reason",
+  finishedAt: "finished_at",
+  tags: "tags",
+};
+
+class SqliteStore implements Store {
+  private readonly stmts;
+
+  constructor(private readonly db: Database.Database) {
+    this.stmts = {
+      tokenCount: db.prepare("SELECT COUNT(*) AS n FROM tokens"),
+      insertToken: db.prepare("INSERT INTO tokens (id, hash, name, created_at) VALUES (?, ?, ?, ?)"),
+      tokenByHash: db.prepare("SELECT id, name FROM tokens WHERE hash = ?"),
+      appByName: db.prepare("SELECT * FROM apps WHERE name = ?"),
+      appById: db.prepare("SELECT * FROM apps WHERE app_id = ?"),
+      insertApp: db.prepare("INSERT INTO apps (app_id, name, created_at) VALUES (?, ?, ?)"),
+      insertSandbox: db.prepare(
+        `INSERT INTO sandboxes (sandbox_id, app_id, name, state, spec, image_id, returncode, finish_reason,
+           tags, created_at, deadline_at, finished_at)
+         VALUES (@sandboxId, @appId, @name, @state, @spec, @imageId, @returncode, @finishReason,
+           @tags, @createdAt, @deadlineAt, @finishedAt)`,
+      ),
+      sandboxById: db.prepare("SELECT * FROM sandboxes WHERE sandbox_id = ?"),
+      activeByName: db.prepare("SELECT * FROM sandboxes WHERE app_id = ? AND name = ? AND state != 'finished'"),
+      insertEvent: db.prepare("INSERT INTO events (sandbox_id, type, at, reason, returncode) VALUES (?, ?, ?, ?, ?)"),
+      events: db.prepare("SELECT * FROM events WHERE sandbox_id = ? ORDER BY seq"),
+      insertExec: db.prepare(
+        "INSERT INTO execs (exec_id, sandbox_id, argv, created_at, returncode, reason, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ),
+      execById: db.prepare("SELECT * FROM execs WHERE sandbox_id = ? AND exec_id = ?"),
+      runningExecs: db.prepare("SELECT * FROM execs WHERE sandbox_id = ? AND returncode IS NULL"),
+      finishExec: db.prepare(
+        "UPDATE execs SET returncode = ?, reason = ?, finished_at = ? WHERE sandbox_id = ? AND exec_id = ? AND returncode IS NULL",
+      ),
+    };
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  tokenCount(): number {
+    return (this.stmts.tokenCount.get() as { n: number }).n;
+  }
+  insertToken(t: { id: string; hash: string; name: string; createdAt: string }): void {
+    this.stmts.insertToken.run(t.id, t.hash, t.name, t.createdAt);
+  }
+  findTokenByHash(hash: string): { id: string; name: string } | null {
+    return (this.stmts.tokenByHash.get(hash) as { id: string; name: string } | undefined) ?? null;
+  }
+
+  findAppByName(name: string): AppRecord | null {
+    const r = this.stmts.appByName.get(name) as Row | undefined;
+    return r ? { appId: r.app_id as string, name: r.name as string, createdAt: r.created_at as string } : null;
+  }
+  findApp(appId: string): AppRecord | null {
+    const r = this.stmts.appById.get(appId) as Row | undefined;
+    return r ? { appId: r.app_id as string, name: r.name as string, createdAt: r.created_at as string } : null;
+  }
+  insertApp(app: AppRecord): void {
+    this.stmts.insertApp.run(app.appId, app.name, app.createdAt);
+  }
+
+  insertSandbox(sb: SandboxRecord): void {
+    this.stmts.insertSandbox.run({ ...sb, spec: JSON.stringify(sb.spec), tags: JSON.stringify(sb.tags) });
+  }
+  getSandbox(sandboxId: string): SandboxRecord | null {
+    const r = this.stmts.sandboxById.get(sandboxId) as Row | undefined;
+    return r ? sandboxFromRow(r) : null;
+  }
+  listActiveSandboxes(filter: { appId?: string; afterId?: string; limit?: number } = {}): SandboxRecord[] {
+    const where = ["state != 'finished'"];
+    const args: unknown[] = [];
+    if (filter.appId !== undefined) {
+      where.push("app_id = ?");
+      args.push(filter.appId);
+    }
+    if (filter.afterId !== undefined) {
+      where.push("sandbox_id > ?");
+      args.push(filter.afterId);
+    }
+    const limit = filter.limit ?? -1;
+    const rows = this.db
+      .prepare(`SELECT * FROM sandboxes WHERE ${where.join(" AND ")} ORDER BY sandbox_id LIMIT ${limit}`)
+      .all(...args) as Row[];
+    return rows.map(sandboxFromRow);
+  }
+  findActiveByName(appId: string, name: string): SandboxRecord | null {
+    const r = this.stmts.activeByName.get(appId, name) as Row | undefined;
+    return r ? sandboxFromRow(r) : null;
+  }
+  updateSandbox(sandboxId: string, patch: Parameters<Store["updateSandbox"]>[1]): void {
+    const sets: string[] = [];
+    const args: unknown[] = [];
+    for (const [key, value] of Object.entries(patch)) {
+      const column = SANDBOX_COLUMNS[key];
+      if (column === undefined || value === undefined) continue;
+      sets.push(`${column} = ?`);
+      args.push(key === "tags" ? JSON.stringify(value) : value);
+    }
+    if (sets.length === 0) return;
+    this.db.prepare(`UPDATE sandboxes SET ${sets.join(", ")} WHERE sandbox_id = ?`).run(...args, sandboxId);
+  }
+
+  insertEvent(e: EventRecord): void {
+    this.stmts.insertEvent.run(e.sandboxId, e.type, e.at, e.reason, e.returncode);
+  }
+  listEvents(sandboxId: string): EventRecord[] {
+    return (this.stmts.events.all(sandboxId) as Row[]).map((r) => ({
+      sandboxId: r.sandbox_id as string,
+      type: r.type as EventRecord["type"],
+      at: r.at as string,
+      reason: (r.reason as string | null) ?? null,
+      returncode: (r.returncode as number | null) ?? null,
+    }));
+  }
+
+  insertExec(e: ExecRecord): void {
+    this.stmts.insertExec.run(e.execId, e.sandboxId, JSON.stringify(e.argv), e.createdAt, e.returncode, e.reason, e.finishedAt);
+  }
+  getExec(sandboxId: string, execId: string): ExecRecord | null {
+    const r = this.stmts.execById.get(sandboxId, execId) as Row | undefined;
+    return r ? execFromRow(r) : null;
+  }
+  listRunningExecs(sandboxId: string): ExecRecord[] {
+    return (this.stmts.runningExecs.all(sandboxId) as Row[]).map(execFromRow);
+  }
+  finishExec(sandboxId: string, execId: string, returncode: number, reason: string, finishedAt: string): void {
+    this.stmts.finishExec.run(returncode, reason, finishedAt, sandboxId, execId);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,114 @@
+// Starts the real sbx server as a child process (the built CLI), on a free
+// loopback port with its own data dir, for integration tests.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { SbxClient } from "sbx";
+
+export const REPO = resolve(import.meta.dirname, "../..");
+const CLI = join(REPO, "packages/cli/dist/main.js");
+
+export interface TestServer {
+  url: string;
+  token: string;
+  dataDir: string;
+  client(): SbxClient;
+  /** SIGKILL the server process (sandboxes keep running). */
+  kill(): Promise<void>;
+  /** Start a new server process on the same data dir and port. */
+  restart(): Promise<void>;
+  /** Terminate every sandbox, stop the server, remove the data dir. */
+  stop(): Promise<void>;
+  log(): string;
+}
+
+export interface TestServerOptions {
+  mirrors?: Record<string, string>;
+  extraArgs?: string[];
+}
+
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), "sbx-it-"));
+  let child: ChildProcess | null = null;
+  let output = "";
+  let port = 0;
+
+  const launch = async (): Promise<string> => {
+    const args = [
+      CLI,
+      "serve",
+      "--data-dir",
+      dataDir,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--client-config",
+      join(dataDir, "client-config.json"),
+      ...Object.entries(opts.mirrors ?? {}).flatMap(([host, url]) => ["--registry-mirror", `${host}=${url}`]),
+      ...(opts.extraArgs ?? []),
+    ];
+    const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    child = proc;
+    proc.stdout!.setEncoding("utf8");
+    proc.stderr!.setEncoding("utf8");
+    proc.stderr!.on("data", (d: string) => (output += d));
+    return new Promise<string>((resolveUrl, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server did not start within 120 s:\n${output}`)), 120_000);
+      proc.stdout!.on("data", (d: string) => {
+        output += d;
+        const m = /sbx listening on (http:\/\/\S+)/.exec(output);
+        if (m) {
+          clearTimeout(timer);
+          resolveUrl(m[1]!);
+        }
+      });
+      proc.on("exit", (code, sig) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited (${code ?? sig}) before listening:\n${output}`));
+      });
+    });
+  };
+
+  const url = await launch();
+  port = Number(new URL(url).port);
+  const token = (await readFile(join(dataDir, "admin-token"), "utf8")).trim();
+  const clients: SbxClient[] = [];
+
+  const waitExit = async (p: ChildProcess | null, signal: NodeJS.Signals) => {
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise((r) => p.once("exit", r));
+    p.kill(signal);
+    await done;
+  };
+
+  return {
+    url,
+    token,
+    dataDir,
+    client() {
+      const c = new SbxClient({ serverUrl: url, token });
+      clients.push(c);
+      return c;
+    },
+    async kill() {
+      await waitExit(child, "SIGKILL");
+    },
+    async restart() {
+      await launch();
+    },
+    async stop() {
+      // Terminate whatever tests left running, through the API, then stop.
+      try {
+        const c = new SbxClient({ serverUrl: url, token });
+        for await (const sb of c.sandboxes.list({})) await sb.terminate().catch(() => undefined);
+        c.close();
+      } catch {
+        /* the server may already be gone */
+      }
+      for (const c of clients) c.close();
+      await waitExit(child, "SIGTERM");
+      await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+    },
+    log: () => output,
+  };
+}
