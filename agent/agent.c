@@ -32,8 +32,7 @@
 
 #include "frame.h"
 #include "proto.h"
-
-extern char **environ;
+#include "spawn.h"
 
 #define RBUF_MIN 65536u
 #define WBUF_MAX (1024u * 1024u)     /* a client this far behind is dropped */
@@ -82,14 +81,6 @@ struct agent {
 	size_t stdin_total;
 	struct client cl[SBX_MAX_CLIENTS];
 	struct proc pr[SBX_MAX_PROCS];
-};
-
-struct spawn_req {
-	const char *id;
-	char **argv, **envp;
-	const char *cwd; /* NULL: inherit the agent's cwd */
-	uint64_t timeout_ms;
-	unsigned flags;
 };
 
 static void logmsg(const char *fmt, ...)
@@ -455,40 +446,6 @@ static void reap_all(struct agent *a)
 
 /* ------------------------------------------------------------------ spawn */
 
-static void child_fail(int err_fd, int status_fd, int e, int code, const char *fmt,
-		       const char *arg)
-{
-	dprintf(err_fd, fmt, arg, strerror(e));
-	(void)!write(status_fd, &e, sizeof e);
-	_exit(code);
-}
-
-/* Runs in the forked child; never returns. */
-static void child_exec(const struct spawn_req *s, int in_fd, int out_fd, int err_fd,
-		       int err_file, int status_fd)
-{
-	sigset_t none;
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	sigemptyset(&none);
-	for (int sig = 1; sig < NSIG; sig++)
-		(void)sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL/STOP/reserved */
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
-		child_fail(err_file, status_fd, errno, 126, "sbx: cannot start %s: %s\n", s->argv[0]);
-	/* The agent keeps fds 0-2 open, so every source fd here is >= 3. */
-	if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
-		child_fail(err_file, status_fd, errno, 126, "sbx: cannot start %s: %s\n", s->argv[0]);
-	/* Belt and braces: nothing but 0-2 may survive exec, even fds we did not open. */
-	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-		child_fail(err_file, status_fd, errno, 126, "sbx: cannot start %s: %s\n", s->argv[0]);
-	if (s->cwd && chdir(s->cwd) < 0)
-		child_fail(err_file, status_fd, errno, 126, "sbx: cannot chdir to %s: %s\n", s->cwd);
-	environ = s->envp; /* so execvp searches the PATH the caller asked for */
-	execvp(s->argv[0], s->argv);
-	int e = errno;
-	child_fail(err_file, status_fd, e, e == ENOENT ? 127 : 126, "sbx: cannot execute %s: %s\n",
-		   s->argv[0]);
-}
-
 static int open_output(struct agent *a, const char *id, const char *name)
 {
 	char path[SBX_MAX_ID + 16];
@@ -545,7 +502,7 @@ static int spawn(struct agent *a, const struct spawn_req *s, char *msg, size_t m
 	if (pid < 0)
 		goto fail;
 	if (pid == 0)
-		child_exec(s, inp[0], s->flags & SBX_FLAG_STDOUT_NULL ? nul : out,
+		sbx_child_exec(s, inp[0], s->flags & SBX_FLAG_STDOUT_NULL ? nul : out,
 			   s->flags & SBX_FLAG_STDERR_NULL ? nul : err, err, stp[1]);
 
 	close(out);
@@ -580,111 +537,6 @@ fail:
 	return -1;
 }
 
-/* argv/env blocks are one allocation each: pointer array then the strings. */
-static char **build_argv(const struct sbx_req *r)
-{
-	size_t ptrs = ((size_t)r->nargs + 1) * sizeof(char *);
-	char **v = malloc(ptrs + r->args_bytes + r->nargs);
-	if (!v)
-		return NULL;
-	char *s = (char *)v + ptrs;
-	uint32_t pos = 0, i = 0;
-	struct sbx_str f;
-	while (sbx_next_field(r, &pos, SBX_F_ARG, &f)) {
-		v[i++] = s;
-		memcpy(s, f.p, f.len);
-		s[f.len] = '\0';
-		s += f.len + 1;
-	}
-	v[i] = NULL;
-	return v;
-}
-
-struct env_ent {
-	const char *s;
-	size_t klen, idx;
-	bool wins; /* the last ENV entry with its key */
-};
-
-static size_t key_len(const char *s)
-{
-	const char *eq = strchr(s, '=');
-	return eq ? (size_t)(eq - s) : strlen(s);
-}
-
-static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-	int c = memcmp(a, b, alen < blen ? alen : blen);
-	return c ? c : (alen > blen) - (alen < blen);
-}
-
-static int env_ent_cmp(const void *x, const void *y)
-{
-	const struct env_ent *a = x, *b = y;
-	int c = key_cmp(a->s, a->klen, b->s, b->klen);
-	return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
-}
-
-static int env_idx_cmp(const void *x, const void *y)
-{
-	const struct env_ent *a = x, *b = y;
-	return (a->idx > b->idx) - (a->idx < b->idx);
-}
-
-static int env_key_search(const void *key, const void *elem)
-{
-	const struct env_ent *k = key, *e = elem;
-	return key_cmp(k->s, k->klen, e->s, e->klen);
-}
-
-/*
- * The agent's environment with the request's ENV entries added; a later ENV
- * entry wins over an earlier one with the same key. Sorting keeps this
- * O(n log n): ENV count and sizes come from the peer.
- */
-static char **build_envp(const struct sbx_req *r)
-{
-	size_t nbase = 0;
-	while (environ && environ[nbase])
-		nbase++;
-	size_t ptrs = (nbase + r->nenv + 1) * sizeof(char *);
-	char **v = malloc(ptrs + r->env_bytes + r->nenv);
-	struct env_ent *ents = calloc(r->nenv ? r->nenv : 1, sizeof *ents);
-	if (!v || !ents) {
-		free(v);
-		free(ents);
-		return NULL;
-	}
-	char *s = (char *)v + ptrs;
-	size_t n = 0, out = 0;
-	uint32_t pos = 0;
-	struct sbx_str f;
-	while (sbx_next_field(r, &pos, SBX_F_ENV, &f)) {
-		memcpy(s, f.p, f.len);
-		s[f.len] = '\0';
-		ents[n] = (struct env_ent){.s = s, .klen = key_len(s), .idx = n};
-		n++;
-		s += f.len + 1;
-	}
-	qsort(ents, n, sizeof *ents, env_ent_cmp);
-	for (size_t i = 0; i < n; i++)
-		ents[i].wins = i + 1 == n || env_key_search(&ents[i], &ents[i + 1]) != 0;
-
-	for (size_t i = 0; i < nbase; i++) {
-		struct env_ent key = {.s = environ[i], .klen = key_len(environ[i])};
-		if (!bsearch(&key, ents, n, sizeof *ents, env_key_search))
-			v[out++] = environ[i];
-	}
-	qsort(ents, n, sizeof *ents, env_idx_cmp); /* back to request order */
-	size_t nwin = 0;
-	for (size_t i = 0; i < n; i++)
-		if (ents[i].wins)
-			v[out + nwin++] = (char *)ents[i].s;
-	v[out + nwin] = NULL;
-	free(ents);
-	return v;
-}
-
 /* ---------------------------------------------------------------- requests */
 
 static void do_hello(struct client *c, const struct sbx_req *r)
@@ -705,8 +557,8 @@ static void do_exec(struct agent *a, struct client *c, const struct sbx_req *r)
 		cwd[r->cwd.len] = '\0';
 	}
 	struct spawn_req s = {.id = id,
-			      .argv = build_argv(r),
-			      .envp = build_envp(r),
+			      .argv = sbx_build_argv(r),
+			      .envp = sbx_build_envp(r),
 			      .cwd = r->cwd.len ? cwd : NULL,
 			      .timeout_ms = r->timeout_ms,
 			      .flags = (unsigned)r->flags};
@@ -930,7 +782,7 @@ static void dispatch(struct agent *a, uint64_t key, uint32_t events)
 		struct client *c = &a->cl[idx];
 		if (c->fd < 0 || c->gen != gen) /* stale event for a closed slot */
 			return;
-		if (events & EPOLLOUT && client_flush(a, c) < 0)
+		if ((events & EPOLLOUT) && client_flush(a, c) < 0)
 			return;
 		if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 			on_client_readable(a, c);

@@ -46,11 +46,14 @@ static uint32_t be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* ASCII decimal, 1..19 digits, no sign. 19 digits always fit in uint64_t. */
+/*
+ * ASCII decimal, 1..19 digits, no sign, no leading zeros (so the REQ we echo
+ * is byte-identical to the one received). 19 digits always fit in uint64_t.
+ */
 static int parse_num(struct sbx_str s, uint64_t *out)
 {
 	uint64_t v = 0;
-	if (s.len == 0 || s.len > SBX_MAX_DIGITS)
+	if (s.len == 0 || s.len > SBX_MAX_DIGITS || (s.len > 1 && s.p[0] == '0'))
 		return -1;
 	for (uint32_t i = 0; i < s.len; i++) {
 		if (s.p[i] < '0' || s.p[i] > '9')

@@ -6,6 +6,7 @@ Prints one line per check and a final "N passed, M failed".
 """
 import os
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -27,6 +28,7 @@ FRAME_MAX = 1024 * 1024 + 4096
 MIB = 1024 * 1024
 
 passed = failed = 0
+CREATED = []  # temp run dirs, removed when everything passed
 
 
 def check(name, cond, detail=""):
@@ -138,8 +140,9 @@ class Client:
 class Agent:
     def __init__(self, extra=(), run=None):
         self.dir = run or tempfile.mkdtemp(prefix="sbx-agent-test.")
+        CREATED.append(self.dir)
         self.sock = os.path.join(self.dir, "agent.sock")
-        self.errlog = open(os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"), "wb")
+        self.errlog = open(self.dir + ".log", "wb")
         self.p = subprocess.Popen([AGENT, "--run-dir", self.dir, *extra], stderr=self.errlog,
                                   stdin=subprocess.DEVNULL)
         for _ in range(200):
@@ -383,6 +386,8 @@ def test_malformed(ag):
         "REQ plus sign": frame(HELLO, [("REQ", "+1")]),
         "REQ 20 digits": frame(HELLO, [("REQ", "1" * 20)]),
         "REQ empty": frame(HELLO, [("REQ", "")]),
+        "REQ leading zero": frame(HELLO, [("REQ", "01")]),
+        "OFFSET with space": frame(STDIN, [("REQ", 1), ("ID", "x"), ("OFFSET", " 1"), ("DATA", "")]),
         "relative CWD": frame(EXEC, [("REQ", 1), ("ID", "c1"), ("ARG", "true"), ("CWD", "tmp")]),
         "ENV without =": frame(EXEC, [("REQ", 1), ("ID", "v1"), ("ARG", "true"), ("ENV", "FOO")]),
         "ENV empty key": frame(EXEC, [("REQ", 1), ("ID", "v2"), ("ARG", "true"), ("ENV", "=x")]),
@@ -447,52 +452,55 @@ def test_fuzz(ag, n=2000):
         (EXEC, [("REQ", 2), ("ID", "fz"), ("ARG", "/bin/true"), ("ENV", "A=b"), ("CWD", "/"), ("TIMEOUT_MS", "1000"), ("FLAGS", "3")]),
         (STDIN, [("REQ", 3), ("ID", "fz"), ("OFFSET", "0"), ("DATA", b"abc")]),
         (STDIN_CLOSE, [("REQ", 4), ("ID", "fz")]),
-        (SIGNAL, [("REQ", 5), ("ID", "fz"), ("SIGNAL", "0")]),
+        (SIGNAL, [("REQ", 5), ("ID", "fz"), ("SIGNAL", "28")]),
     ]
-    c = ag.client()
-    sent = 0
+
+    def mutate(i):
+        if rnd.random() < 0.3:
+            return bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 64)))
+        ftype, fields = rnd.choice(templates)
+        fields = list(fields)
+        if ftype == EXEC:
+            fields[1] = ("ID", f"fz{i}")
+        raw = bytearray(frame(ftype, fields))
+        for _ in range(rnd.randint(0, 4)):
+            op = rnd.random()
+            pos = rnd.randrange(len(raw))
+            if op < 0.5:
+                raw[pos] = rnd.getrandbits(8)
+            elif op < 0.7:
+                del raw[pos:pos + rnd.randint(1, 8)]
+                if not raw:
+                    raw = bytearray(b"\0")
+            elif op < 0.9:
+                raw[pos:pos] = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 8)))
+            else:
+                raw[0:4] = struct.pack(">I", rnd.choice([0, 1, 5, len(raw) - 4, FRAME_MAX, FRAME_MAX + 1, 2**32 - 1]))
+        # Sometimes follow with a valid frame to check the stream stays in sync.
+        if rnd.random() < 0.3:
+            raw += frame(HELLO, [("REQ", 9)])
+        return bytes(raw)
+
+    replies = 0
     for i in range(n):
-        mode = rnd.random()
-        if mode < 0.3:
-            raw = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 64)))
-        else:
-            ftype, fields = rnd.choice(templates)
-            fields = [(k, v) for k, v in fields]
-            if ftype == EXEC:
-                fields[1] = ("ID", f"fz{i}")
-            raw = bytearray(frame(ftype, fields))
-            for _ in range(rnd.randint(0, 4)):
-                op = rnd.random()
-                pos = rnd.randrange(len(raw))
-                if op < 0.5:
-                    raw[pos] = rnd.getrandbits(8)
-                elif op < 0.7:
-                    del raw[pos:pos + rnd.randint(1, 8)]
-                    if not raw:
-                        raw = bytearray(b"\0")
-                elif op < 0.9:
-                    raw[pos:pos] = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 8)))
-                else:
-                    raw[0:4] = struct.pack(">I", rnd.choice([0, 1, 5, len(raw) - 4, FRAME_MAX, FRAME_MAX + 1, 2**32 - 1]))
-            raw = bytes(raw)
+        # Each case on a fresh connection, write side shut, so a bogus length
+        # prefix cannot swallow the following cases.
+        c = ag.client()
         try:
-            c.send_raw(raw)
-            sent += 1
-            # Drain whatever came back without blocking long.
-            c.s.settimeout(0.002)
-            try:
-                while True:
-                    d = c.s.recv(65536)
-                    if not d:
-                        raise ConnectionResetError
-            except (socket.timeout, TimeoutError, BlockingIOError):
-                pass
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            c.close()
-            c = ag.client()
+            c.send_raw(mutate(i))
+            c.s.shutdown(socket.SHUT_WR)
+            c.s.settimeout(2)
+            while True:
+                d = c.s.recv(65536)
+                if not d:
+                    break
+                replies += 1
+        except OSError:
+            pass
+        c.close()
         if ag.p.poll() is not None:
             break
-    c.close()
+    check(f"fuzz: some mutated frames were valid ({replies} replies)", replies > 0)
     check(f"fuzz: agent survived {n} random frames", ag.p.poll() is None, ag.p.poll())
     c = ag.client()
     check("fuzz: agent still serves", c.call(HELLO, [])[0] == OK)
@@ -552,6 +560,8 @@ def main():
         print(f"missing {AGENT}; run make first")
         sys.exit(2)
     ag = Agent()
+    time.sleep(0.1)
+    fds_before = sorted(os.listdir(f"/proc/{ag.p.pid}/fd"))
     try:
         for t in (test_basic, test_stdin, test_timeout, test_malformed, test_sigterm_ignored, test_fuzz):
             try:
@@ -561,6 +571,9 @@ def main():
                 traceback.print_exc()
                 check(f"{t.__name__} raised {e!r}", False)
         check("agent still running at the end", ag.p.poll() is None, ag.p.poll())
+        time.sleep(1.2)  # fuzz EXECs carry a 1s timeout
+        fds_after = sorted(os.listdir(f"/proc/{ag.p.pid}/fd"))
+        check("no fd leak in the agent", fds_before == fds_after, (fds_before, fds_after))
     finally:
         ag.stop()
     try:
@@ -569,6 +582,13 @@ def main():
         import traceback
         traceback.print_exc()
         check(f"test_entry raised {e!r}", False)
+    if not failed:
+        for d in set(CREATED):
+            shutil.rmtree(d, ignore_errors=True)
+            if os.path.exists(d + ".log"):
+                os.unlink(d + ".log")
+    else:
+        print("kept run dirs and agent logs:", " ".join(sorted(set(CREATED))))
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -19,6 +19,7 @@ import { createGzip } from "node:zlib";
 import type { ContentStore } from "./content-store.js";
 import { BaseImageError } from "./errors.js";
 import { MT, type OciImageConfig } from "./registry.js";
+import { writeTar } from "./tar.js";
 import { run, type LayerUnpacker } from "./unpack.js";
 
 export const DEFAULT_BASE_CACHE_DIR = "/var/cache/sbx/base";
@@ -95,6 +96,9 @@ function recipeKey(): string {
 function cacheDir(opts: BaseCacheOptions): string {
   return path.join(opts.baseCacheDir ?? DEFAULT_BASE_CACHE_DIR, `${BASE_SUITE}-${BASE_RECIPE.variant}-python3-${recipeKey()}`);
 }
+
+/** Bump when the way the layer is derived from the tar changes. */
+const LAYER_FORMAT = 2;
 
 const building = new Map<string, Promise<string>>();
 const layering = new Map<string, Promise<BaseLayer>>();
@@ -174,9 +178,16 @@ export async function ensureBaseLayer(opts: BaseCacheOptions = {}): Promise<Base
     const blobHash = createHash("sha256");
     let size = 0;
     const tmp = `${blobPath}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+    // mmdebstrap's --skip=output/dev drops ./dev entirely; put back an empty
+    // ./dev/ (the runtime mounts over it) as the first member.
+    const devEntry = writeTar([{ name: "./dev/", type: "dir", mode: 0o755, mtime: Math.floor((await fsp.stat(tar)).mtimeMs / 1000) }]);
+    const devHeader = devEntry.subarray(0, devEntry.length - 1024);
     try {
       await pipeline(
-        createReadStream(tar),
+        async function* () {
+          yield devHeader;
+          yield* createReadStream(tar);
+        },
         new Transform({
           transform(chunk: Buffer, _e, cb) {
             diffHash.update(chunk);
@@ -208,7 +219,7 @@ export async function ensureBaseLayer(opts: BaseCacheOptions = {}): Promise<Base
     };
     const metaTmp = `${metaPath}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     const { blobPath: _omit, ...meta } = layer;
-    await fsp.writeFile(metaTmp, JSON.stringify(meta, null, 2) + "\n");
+    await fsp.writeFile(metaTmp, JSON.stringify({ format: LAYER_FORMAT, ...meta }, null, 2) + "\n");
     await fsp.rename(metaTmp, metaPath);
     (opts.log ?? (() => {}))(`Debian base layer ${layer.digest.slice(0, 19)} (${size} bytes gzip) made in ${Date.now() - t0} ms`);
     return layer;
@@ -219,7 +230,8 @@ export async function ensureBaseLayer(opts: BaseCacheOptions = {}): Promise<Base
 
 async function readLayerMeta(metaPath: string, blobPath: string): Promise<BaseLayer | null> {
   try {
-    const meta = JSON.parse(await fsp.readFile(metaPath, "utf8")) as Omit<BaseLayer, "blobPath">;
+    const { format, ...meta } = JSON.parse(await fsp.readFile(metaPath, "utf8")) as Omit<BaseLayer, "blobPath"> & { format?: number };
+    if (format !== LAYER_FORMAT) return null;
     const st = await fsp.stat(blobPath);
     if (st.size !== meta.size) return null;
     return { ...meta, blobPath };

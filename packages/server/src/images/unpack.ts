@@ -120,6 +120,14 @@ async function findWhiteouts(root: string, rel: Buffer, out: Whiteouts): Promise
   }
 }
 
+async function removePath(p: Buffer): Promise<void> {
+  try {
+    await fsp.unlink(p);
+  } catch {
+    await fsp.rm(p, { recursive: true, force: true });
+  }
+}
+
 /** Converts OCI whiteouts under `dir` to overlayfs form. Returns counts. */
 export async function convertWhiteouts(dir: string, signal?: AbortSignal): Promise<{ whiteouts: number; opaque: number }> {
   const found: Whiteouts = { opaqueDirs: [], whiteouts: [], meta: [] };
@@ -127,7 +135,7 @@ export async function convertWhiteouts(dir: string, signal?: AbortSignal): Promi
   const abs = (rel: Buffer) => Buffer.concat([Buffer.from(dir + "/"), rel]);
   const devices: TarEntry[] = [];
   for (const w of found.whiteouts) {
-    await fsp.rm(abs(w), { recursive: true, force: true });
+    await removePath(abs(w));
     const slash = w.lastIndexOf(0x2f);
     const parent = slash === -1 ? Buffer.alloc(0) : w.subarray(0, slash);
     const base = (slash === -1 ? w : w.subarray(slash + 1)).subarray(WH_PREFIX.length);
@@ -141,7 +149,7 @@ export async function convertWhiteouts(dir: string, signal?: AbortSignal): Promi
     }
     devices.push({ name: target, type: "char", mode: 0, devmajor: 0, devminor: 0 });
   }
-  for (const m of found.meta) await fsp.rm(abs(m), { recursive: true, force: true });
+  for (const m of found.meta) await removePath(abs(m));
   for (const d of found.opaqueDirs) await fsp.rm(abs(joinBuf(d, WH_OPAQUE)), { force: true });
   if (devices.length > 0) {
     await run("tar", ["-x", "--numeric-owner", "-p", "-f", "-", "-C", dir], { input: writeTar(devices), signal });

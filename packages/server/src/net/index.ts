@@ -20,7 +20,7 @@
 
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 
 export interface NetConfig {
   bridge: string;
@@ -116,6 +116,38 @@ export function allocateAddress(used: Iterable<string>, cfg: NetConfig = DEFAULT
     if (!taken.has(ip)) return ip;
   }
   throw new NetError("sandbox subnet exhausted");
+}
+
+/**
+ * Host-wide address claims (one file per address under /run/sbx/addrs,
+ * created with O_EXCL), so two servers on one host never share an address.
+ */
+export const ADDR_CLAIMS_DIR = "/run/sbx/addrs";
+
+export function claimAddress(owner: string, used: Iterable<string>, cfg: NetConfig = DEFAULT_NET): string {
+  mkdirSync(ADDR_CLAIMS_DIR, { recursive: true, mode: 0o700 });
+  const skip = new Set(used);
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    for (const n of readdirSync(ADDR_CLAIMS_DIR)) skip.add(n);
+    const ip = allocateAddress(skip, cfg);
+    try {
+      writeFileSync(`${ADDR_CLAIMS_DIR}/${ip}`, owner + "\n", { flag: "wx", mode: 0o600 });
+      return ip;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      skip.add(ip);
+    }
+  }
+  throw new NetError("cannot claim an address");
+}
+
+export function releaseAddress(ip: string, owner: string): void {
+  const f = `${ADDR_CLAIMS_DIR}/${ip}`;
+  try {
+    if (readFileSync(f, "utf8").trim() === owner) rmSync(f, { force: true });
+  } catch {
+    /* not claimed */
+  }
 }
 
 // ---------------------------------------------------------------- host side

@@ -158,6 +158,8 @@ export interface AgentClientOptions {
   log?: (m: string) => void;
   /** Called after a dropped connection was re-established (replay missed exits). */
   onReconnect?: () => void;
+  /** Whether the sandbox still runs; no reconnect attempts once it says false. */
+  alive?: () => boolean;
 }
 
 export class AgentClient {
@@ -169,8 +171,12 @@ export class AgentClient {
 
   constructor(
     readonly socketPath: string,
-    private readonly opts: AgentClientOptions = {},
+    private opts: AgentClientOptions = {},
   ) {}
+
+  setOnReconnect(fn: () => void): void {
+    this.opts.onReconnect = fn;
+  }
 
   onExit(l: (id: string, st: ExitStatus) => void): void {
     this.exitListeners.push(l);
@@ -234,6 +240,7 @@ export class AgentClient {
   private dropped(which: AgentConnection | undefined, err?: Error): void {
     if (this.closed || (which && this.conn !== which)) return;
     this.conn = null;
+    if (this.opts.alive && !this.opts.alive()) return;
     this.opts.log?.(`agent connection ${this.socketPath} dropped${err ? `: ${err.message}` : ""}`);
     void this.ensure().then(
       () => this.opts.onReconnect?.(),
@@ -249,7 +256,7 @@ export class AgentClient {
       this.connecting = (async () => {
         let delay = 20;
         let last: unknown;
-        for (let i = 0; i < 8 && !this.closed; i++) {
+        for (let i = 0; i < 8 && !this.closed && (this.opts.alive?.() ?? true); i++) {
           try {
             const c = await this.openOnce();
             this.conn = c;

@@ -66,6 +66,8 @@ export const BASE_MOUNTS: readonly OciMount[] = [
   { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777", "size=512m"] },
 ];
 
+export const CGROUP_BIND_OPTIONS = ["rbind", "ro", "nosuid", "nodev", "noexec"] as const;
+
 export const MASKED_PATHS = [
   "/proc/acpi",
   "/proc/asound",
@@ -147,6 +149,14 @@ export interface OciHostInfo {
   cgroupsPath: string;
   /** memory.memsw.* exists (cgroup v1 swap accounting). */
   swapAccounting: boolean;
+  /**
+   * cgroup v1 hosts: mount /sys/fs/cgroup as read-only binds instead of the
+   * runtime's own cgroup mount. runc 1.1 (v1 + userns) puts the hierarchies
+   * on a tmpfs it leaves writable even with "ro"; here the parent is a ro bind
+   * of an empty host dir (`parent`, holding one empty dir per hierarchy) and
+   * each hierarchy a ro bind of the sandbox's own cgroup dir.
+   */
+  cgroupV1?: { parent: string; hierarchies: { name: string; source: string }[] };
 }
 
 // ---------------------------------------------------------------- build
@@ -194,8 +204,23 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
     resources.cpu = { quota: Math.max(1000, Math.round(input.cpuLimit * CPU_PERIOD_US)), period: CPU_PERIOD_US };
   }
 
+  const base = BASE_MOUNTS.map((m) => ({ ...m, options: [...m.options] }));
+  const cgroupAt = base.findIndex((m) => m.type === "cgroup");
+  if (host.cgroupV1 && cgroupAt >= 0) {
+    base.splice(
+      cgroupAt,
+      1,
+      { destination: "/sys/fs/cgroup", type: "bind", source: host.cgroupV1.parent, options: [...CGROUP_BIND_OPTIONS] },
+      ...host.cgroupV1.hierarchies.map((h) => ({
+        destination: `/sys/fs/cgroup/${h.name}`,
+        type: "bind",
+        source: h.source,
+        options: [...CGROUP_BIND_OPTIONS],
+      })),
+    );
+  }
   const mounts: OciMount[] = [
-    ...BASE_MOUNTS.map((m) => ({ ...m, options: [...m.options] })),
+    ...base,
     { destination: IN_SANDBOX.runDir, type: "bind", source: host.runDir, options: ["rbind", "rw", "nosuid", "nodev"] },
     { destination: IN_SANDBOX.agent, type: "bind", source: host.agentPath, options: ["bind", "ro", "nosuid", "nodev"] },
     { destination: "/etc/resolv.conf", type: "bind", source: host.resolvConfPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },

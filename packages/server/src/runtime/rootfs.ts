@@ -26,6 +26,7 @@ import {
   readFileSync,
   readSync,
   renameSync,
+  rmSync,
   writeFileSync,
   constants as fsc,
 } from "node:fs";
@@ -153,6 +154,41 @@ export function pickSlot(dataDir: string, reserved: Iterable<number> = []): numb
   throw new RootfsError("no free uid range");
 }
 
+/**
+ * Host-wide claims, so two servers (or a test beside a server) on one host
+ * never hand out the same uid range: one file per slot under /run/sbx/slots,
+ * created with O_EXCL. /run is emptied at boot, when no sandbox runs.
+ */
+export const SLOT_CLAIMS_DIR = "/run/sbx/slots";
+
+/** Picks and claims a slot host-wide; `owner` is recorded in the claim file. */
+export function claimSlot(dataDir: string, owner: string, reserved: Iterable<number> = []): number {
+  mkdirSync(SLOT_CLAIMS_DIR, { recursive: true, mode: 0o700 });
+  const skip = new Set(reserved);
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    for (const n of readdirSync(SLOT_CLAIMS_DIR)) if (/^\d+$/.test(n)) skip.add(Number(n));
+    const slot = pickSlot(dataDir, skip);
+    try {
+      writeFileSync(join(SLOT_CLAIMS_DIR, String(slot)), owner + "\n", { flag: "wx", mode: 0o600 });
+      return slot;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      skip.add(slot);
+    }
+  }
+  throw new RootfsError("cannot claim a uid range");
+}
+
+/** Releases a slot claimed by `owner` (left alone if someone else holds it). */
+export function releaseSlot(slot: number, owner: string): void {
+  const f = join(SLOT_CLAIMS_DIR, String(slot));
+  try {
+    if (readFileSync(f, "utf8").trim() === owner) rmSync(f, { force: true });
+  } catch {
+    /* not claimed */
+  }
+}
+
 export function uidBaseOf(slot: number): number {
   return UID_BASE_START + slot * UID_RANGE;
 }
@@ -256,10 +292,13 @@ export async function mountRootfs(
   try {
     // Relative paths (cwd = sandbox dir) keep the option string short:
     // overlay's options must fit in one page.
+    // volatile: no syncs to the upper fs (an fsync-heavy sandbox would
+    // otherwise flush the host's disk; unmount would sync it all). The
+    // upper dir does not survive a host crash anyway.
     const lowerdir = [...lowerdirs].reverse().join(":");
     await runTool(
       "mount",
-      ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=upper,workdir=work`, p.rootfs],
+      ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=upper,workdir=work,volatile`, p.rootfs],
       { cwd: p.dir },
     );
   } catch (e) {

@@ -1,0 +1,29 @@
+/* Process start-up helpers for sbx-agent: argv/env assembly and the forked child. */
+#ifndef SBX_SPAWN_H
+#define SBX_SPAWN_H
+
+#include "frame.h"
+
+struct spawn_req {
+	const char *id;
+	char **argv, **envp;
+	const char *cwd; /* NULL: inherit the agent's cwd */
+	uint64_t timeout_ms;
+	unsigned flags;
+};
+
+/* Build a NULL-terminated argv from the request's ARG fields (one allocation, free()). */
+char **sbx_build_argv(const struct sbx_req *r);
+
+/* The agent's environment plus the request's ENV fields (one allocation, free()). */
+char **sbx_build_envp(const struct sbx_req *r);
+
+/*
+ * In the forked child: reset signals, setsid, wire fds 0-2, chdir, exec.
+ * On failure writes a message to err_file, errno to status_fd, and exits
+ * 127 (ENOENT) or 126. Never returns.
+ */
+__attribute__((noreturn)) void sbx_child_exec(const struct spawn_req *s, int in_fd, int out_fd,
+					      int err_fd, int err_file, int status_fd);
+
+#endif

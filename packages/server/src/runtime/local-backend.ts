@@ -1,0 +1,600 @@
+// The local OCI Backend: one runc (or crun) container per sandbox, sbx-agent
+// as its PID 1, rootfs = overlay over idmapped image layers, its own user,
+// pid, mount, ipc, uts, cgroup and network namespaces.
+//
+// create: state.json (slot → uid base, address) → idmapped lowers → overlay →
+// /etc files + bundle → runtime create (makes the namespaces; the netns is
+// owned by the sandbox's userns so sysfs can be mounted) → netns named and
+// wired from the host → runtime start → agent HELLO. Any failure undoes the
+// steps done, in reverse order.
+
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, chmodSync, writeFileSync, rmdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, StreamName } from "../core/ports.js";
+import { AgentClient } from "./agent-client.js";
+import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
+import { toOciSpec } from "./oci-spec.js";
+import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
+import {
+  claimSlot,
+  mountRootfs,
+  mountsUnder,
+  releaseSlot,
+  readFileNoFollow,
+  readState,
+  sandboxPaths,
+  sandboxesDir,
+  scanStates,
+  uidBaseOf,
+  unmountAll,
+  writeState,
+  type SandboxPaths,
+  type SandboxState,
+} from "./rootfs.js";
+import {
+  claimAddress,
+  releaseAddress,
+  DEFAULT_NET,
+  ensureHostNetwork,
+  hostnameFile,
+  hostsFile,
+  resolvConf,
+  setupSandboxNetwork,
+  teardownSandboxNetwork,
+  type NetConfig,
+} from "../net/index.js";
+
+export interface LocalBackendOptions {
+  dataDir: string;
+  /** Directory holding sbx-agent and sbx-idmap. */
+  agentDir: string;
+  runtime?: RuntimeName;
+  /** The API's port (reserved for the DNS forwarder / tunnels; unused so far). */
+  serverPort?: number;
+  log?: (m: string) => void;
+  net?: NetConfig;
+  /** How long create waits for the agent's HELLO. */
+  agentStartTimeoutMs?: number;
+  /** DEVELOPMENT ONLY: mount image layers without idmapping (see rootfs.ts). */
+  unsafeNoIdmap?: boolean;
+}
+
+/** Milliseconds per create step, for benchmarks and logs. */
+export interface CreateTimings {
+  idmapMs: number;
+  overlayMs: number;
+  bundleMs: number;
+  runtimeCreateMs: number;
+  netnsMs: number;
+  runtimeStartMs: number;
+  agentHelloMs: number;
+  totalMs: number;
+}
+
+const EXIT_RE = /^(\d{1,3}) (exited|signaled|timeout|failed)\n?$/;
+const STDIN_CHUNK = STDIN_BUFFER_MAX / 2;
+
+export function parseExit(text: string): ExitStatus | null {
+  const m = EXIT_RE.exec(text);
+  if (!m) return null;
+  const code = Number(m[1]);
+  return code > 255 ? null : { code, reason: m[2] as ExitStatus["reason"] };
+}
+
+/**
+ * A process's start time (clock ticks since boot), to tell it from a later
+ * process with the same pid; null if it is gone or a zombie (this host's init
+ * may reap late, and a zombie is dead for us).
+ */
+function procStartTime(pid: number): string | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // comm may contain spaces/parens: fields start after the last ')'.
+    const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    if (rest[0] === "Z" || rest[0] === "X") return null;
+    return rest[19] ?? null; // field 22 overall
+  } catch {
+    return null;
+  }
+}
+
+/** cgroup v1 (hybrid) hosts: names of the hierarchies mounted at /sys/fs/cgroup/<name>; null on pure v2. */
+function cgroupV1Hierarchies(): string[] | null {
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) return null;
+  const names: string[] = [];
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const f = line.split(" ");
+    const sep = f.indexOf("-");
+    if (sep < 0) continue;
+    const fstype = f[sep + 1];
+    const m = /^\/sys\/fs\/cgroup\/([^/]+)$/.exec(f[4] ?? "");
+    if (m && (fstype === "cgroup" || fstype === "cgroup2")) names.push(m[1]!);
+  }
+  return names;
+}
+
+function cgroupDirs(sandboxId: string): string[] {
+  const rel = join("sbx", sandboxId);
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) return [join("/sys/fs/cgroup", rel)];
+  let hier: string[] = [];
+  try {
+    hier = readdirSync("/sys/fs/cgroup");
+  } catch {
+    /* none */
+  }
+  return hier.map((h) => join("/sys/fs/cgroup", h, rel));
+}
+
+function oomKills(sandboxId: string): number {
+  const v2 = join("/sys/fs/cgroup/sbx", sandboxId, "memory.events");
+  const v1 = join("/sys/fs/cgroup/memory/sbx", sandboxId, "memory.oom_control");
+  for (const f of [v2, v1]) {
+    try {
+      const m = /(?:^|\n)oom_kill (\d+)/.exec(readFileSync(f, "utf8"));
+      if (m) return Number(m[1]);
+    } catch {
+      /* next */
+    }
+  }
+  return 0;
+}
+
+class LocalSandbox implements RuntimeSandbox {
+  private listeners: ((execId: string, st: ExitStatus) => void)[] = [];
+  private delivered = new WeakMap<(execId: string, st: ExitStatus) => void, Set<string>>();
+  private exitPromise: Promise<{ code: number; oom: boolean }> | null = null;
+  private killed = false;
+  private destroyed = false;
+  timings?: CreateTimings;
+
+  constructor(
+    readonly sandboxId: string,
+    private readonly paths: SandboxPaths,
+    private readonly state: SandboxState,
+    private readonly pid: number,
+    private readonly startTime: string | null,
+    private readonly agent: AgentClient | null,
+    private readonly backend: LocalBackend,
+  ) {
+    agent?.onExit((id, st) => this.emit(id, st));
+  }
+
+  get uidBase(): number {
+    return this.state.uidBase;
+  }
+  get hostPid(): number {
+    return this.pid;
+  }
+  get address(): string | undefined {
+    return this.state.address;
+  }
+
+  private emit(execId: string, st: ExitStatus): void {
+    for (const l of this.listeners) {
+      const seen = this.delivered.get(l)!;
+      if (seen.has(execId)) continue;
+      seen.add(execId);
+      try {
+        l(execId, st);
+      } catch {
+        /* a listener's problem */
+      }
+    }
+  }
+
+  /** Emits exits recorded in files that listeners have not heard of (adopt, reconnect). */
+  replayExits(): void {
+    let ids: string[] = [];
+    try {
+      ids = readdirSync(join(this.paths.run, "procs")).filter((n) => EXEC_ID_RE.test(n));
+    } catch {
+      return;
+    }
+    for (const id of ids) {
+      const st = this.readExit(id);
+      if (st) this.emit(id, st);
+    }
+  }
+
+  private readExit(execId: string): ExitStatus | null {
+    const b = readFileNoFollow(this.paths.run, `procs/${execId}/exit`, 64);
+    return b ? parseExit(b.toString("utf8")) : null;
+  }
+
+  private requireAgent(): AgentClient {
+    if (!this.agent || this.destroyed) throw new RuntimeError(`sandbox ${this.sandboxId} is not running`, [], null, "");
+    return this.agent;
+  }
+
+  async exec(req: ExecRequest): Promise<void> {
+    await this.requireAgent().exec({
+      id: req.execId,
+      argv: req.argv,
+      env: req.env,
+      ...(req.workdir ? { cwd: req.workdir } : {}),
+      timeoutMs: req.timeoutMs,
+      stdoutNull: req.stdoutIgnore,
+      stderrNull: req.stderrIgnore,
+    });
+  }
+
+  async writeStdin(execId: string, offset: number, data: Uint8Array): Promise<number> {
+    const agent = this.requireAgent();
+    let pos = 0;
+    let total = offset;
+    for (;;) {
+      const chunk = data.subarray(pos, pos + STDIN_CHUNK);
+      total = await agent.stdin(execId, offset + pos, chunk);
+      const end = offset + pos + chunk.length;
+      // Less than sent: the agent's buffer is full, the caller retries the rest.
+      if (total < end) return total;
+      pos = total - offset;
+      if (pos >= data.length) return total;
+    }
+  }
+
+  async closeStdin(execId: string): Promise<void> {
+    await this.requireAgent().stdinClose(execId);
+  }
+
+  async signal(execId: string, signal: number): Promise<void> {
+    await this.requireAgent().signal(execId, signal);
+  }
+
+  outputPath(execId: string, stream: StreamName): string {
+    if (!EXEC_ID_RE.test(execId)) throw new RuntimeError(`bad exec id ${JSON.stringify(execId)}`, [], null, "");
+    if (stream !== "stdout" && stream !== "stderr") throw new RuntimeError(`bad stream ${String(stream)}`, [], null, "");
+    return join(this.paths.run, "procs", execId, stream);
+  }
+
+  async execStatus(execId: string): Promise<ExitStatus | null> {
+    if (!EXEC_ID_RE.test(execId)) return null;
+    return this.readExit(execId);
+  }
+
+  onExecExit(listener: (execId: string, status: ExitStatus) => void): void {
+    this.listeners.push(listener);
+    this.delivered.set(listener, new Set());
+    setImmediate(() => this.replayExits());
+  }
+
+  isAlive(): boolean {
+    return this.pid > 0 && procStartTime(this.pid) !== null && procStartTime(this.pid) === this.startTime;
+  }
+
+  waitExit(): Promise<{ code: number; oom: boolean }> {
+    if (!this.exitPromise) {
+      this.exitPromise = new Promise((resolve) => {
+        const check = () => {
+          if (this.isAlive()) return false;
+          const entry = this.readExit("entry");
+          const code = this.killed || !entry ? 137 : entry.code;
+          resolve({ code, oom: oomKills(this.sandboxId) > 0 });
+          return true;
+        };
+        if (check()) return;
+        const t = setInterval(() => {
+          if (check()) clearInterval(t);
+        }, 100);
+        t.unref();
+      });
+    }
+    return this.exitPromise;
+  }
+
+  async kill(): Promise<void> {
+    if (!this.isAlive()) return;
+    this.killed = true;
+    try {
+      await this.backend.rt.kill(this.sandboxId, "KILL", true);
+    } catch (e) {
+      if (this.isAlive()) {
+        // Last resort: PID 1 of the sandbox (its pid namespace dies with it).
+        try {
+          process.kill(this.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+      this.backend.log(`runtime kill ${this.sandboxId}: ${(e as Error).message}`);
+    }
+    const deadline = Date.now() + 10_000;
+    while (this.isAlive()) {
+      if (Date.now() > deadline) throw new RuntimeError(`sandbox ${this.sandboxId} did not die`, [], null, "");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  async destroy(): Promise<void> {
+    if (this.isAlive()) await this.kill();
+    this.destroyed = true;
+    this.agent?.close();
+    await this.backend.cleanup(this.sandboxId);
+  }
+}
+
+class LocalBackend implements Backend {
+  readonly name: string;
+  readonly rt: OciRuntime;
+  private readonly net: NetConfig;
+  private readonly reservedSlots = new Set<number>();
+  private readonly reservedAddrs = new Set<string>();
+  private hostNetReady: Promise<void> | null = null;
+  private readonly cgroupV1 = cgroupV1Hierarchies();
+  readonly log: (m: string) => void;
+
+  constructor(private readonly opts: LocalBackendOptions) {
+    const rtName = chooseRuntime(opts.runtime);
+    this.rt = new OciRuntime(rtName, join(opts.dataDir, "runc"));
+    this.name = `local-${rtName}`;
+    this.net = opts.net ?? DEFAULT_NET;
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  get agentPath(): string {
+    return join(this.opts.agentDir, "sbx-agent");
+  }
+  get idmapPath(): string {
+    return join(this.opts.agentDir, "sbx-idmap");
+  }
+
+  init(): void {
+    if (!existsSync(this.agentPath)) throw new RuntimeError(`sbx-agent not found at ${this.agentPath} (run make -C agent)`, [], null, "");
+    if (!this.opts.unsafeNoIdmap && !existsSync(this.idmapPath)) {
+      throw new RuntimeError(`sbx-idmap not found at ${this.idmapPath} (run make -C agent)`, [], null, "");
+    }
+    if (this.opts.unsafeNoIdmap) this.log("WARNING: unsafeNoIdmap: image layers are mounted without idmapping (development only)");
+    // The sandbox's root (an unprivileged host uid) must be able to traverse
+    // to its rootfs and bind sources: runc mounts them from inside the userns.
+    mkdirSync(sandboxesDir(this.opts.dataDir), { recursive: true, mode: 0o711 });
+    for (const d of [this.opts.dataDir, sandboxesDir(this.opts.dataDir)]) {
+      const mode = statSync(d).mode & 0o777;
+      if ((mode & 0o001) === 0) {
+        chmodSync(d, mode | 0o001);
+        this.log(`made ${d} traversable by sandbox uids (mode ${(mode | 0o001).toString(8)})`);
+      }
+    }
+    mkdirSync(this.rt.root, { recursive: true, mode: 0o700 });
+  }
+
+  private ensureHostNet(): Promise<void> {
+    if (!this.hostNetReady) {
+      this.hostNetReady = ensureHostNetwork(this.net).catch((e: unknown) => {
+        this.hostNetReady = null;
+        throw e;
+      });
+    }
+    return this.hostNetReady;
+  }
+
+  async create(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeSandbox> {
+    const t0 = performance.now();
+    const id = spec.sandboxId;
+    const p = sandboxPaths(this.opts.dataDir, id);
+    const prev = readState(p.state);
+    if (existsSync(p.dir) && !(prev && prev.destroyed)) {
+      throw new RuntimeError(`sandbox dir ${p.dir} already exists`, [], null, "");
+    }
+    const undo: (() => Promise<void> | void)[] = [];
+    const timings: Partial<CreateTimings> = {};
+    let slot = -1;
+    let address: string | undefined;
+    try {
+      // Slot and address: chosen and persisted without yielding.
+      const owner = `${p.dir}`;
+      slot = claimSlot(this.opts.dataDir, owner, this.reservedSlots);
+      this.reservedSlots.add(slot);
+      const claimedSlot = slot;
+      undo.push(() => releaseSlot(claimedSlot, owner));
+      if (!spec.blockNetwork) {
+        const used = new Set(this.reservedAddrs);
+        for (const s of scanStates(this.opts.dataDir)) if (!s.destroyed && s.address) used.add(s.address);
+        const ip = claimAddress(owner, used, this.net);
+        address = ip;
+        this.reservedAddrs.add(ip);
+        undo.push(() => releaseAddress(ip, owner));
+      }
+      const hostname = id.slice(0, 63);
+      const state: SandboxState = {
+        version: 1,
+        sandboxId: id,
+        slot,
+        uidBase: uidBaseOf(slot),
+        runtime: this.rt.name,
+        blockNetwork: spec.blockNetwork,
+        ...(address ? { address } : {}),
+        hostname,
+        layerCount: spec.image.layers.length,
+        createdAt: new Date().toISOString(),
+      };
+      mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+      undo.push(() => rmSync(p.dir, { recursive: true, force: true }));
+      writeState(p.state, state);
+
+      signal?.throwIfAborted();
+      if (!spec.blockNetwork) await this.ensureHostNet();
+
+      const m = await mountRootfs(p, spec.image.layers, state.uidBase, {
+        idmapBin: this.idmapPath,
+        ...(this.opts.unsafeNoIdmap ? { unsafeNoIdmap: true } : {}),
+      });
+      undo.push(() => unmountAll(p.dir));
+      timings.idmapMs = m.idmapMs;
+      timings.overlayMs = m.overlayMs;
+      signal?.throwIfAborted();
+
+      const tb = performance.now();
+      writeFileSync(p.resolvConf, resolvConf(this.net), { mode: 0o644 });
+      writeFileSync(p.hosts, hostsFile(hostname, address), { mode: 0o644 });
+      writeFileSync(p.hostname, hostnameFile(hostname), { mode: 0o644 });
+      let cgroupV1: { parent: string; hierarchies: { name: string; source: string }[] } | undefined;
+      if (this.cgroupV1) {
+        const parent = join(p.bundle, "cgroupfs");
+        for (const h of this.cgroupV1) mkdirSync(join(parent, h), { recursive: true, mode: 0o755 });
+        cgroupV1 = {
+          parent,
+          hierarchies: this.cgroupV1.map((name) => ({ name, source: join("/sys/fs/cgroup", name, "sbx", id) })),
+        };
+      }
+      const oci = toOciSpec(
+        {
+          sandboxId: id,
+          hostname,
+          ...(spec.command ? { command: spec.command } : {}),
+          image: spec.image.config,
+          env: spec.env,
+          ...(spec.workdir ? { workdir: spec.workdir } : {}),
+          memoryLimitBytes: spec.memoryLimitBytes,
+          pidsLimit: spec.pidsLimit,
+          ...(spec.cpuLimit ? { cpuLimit: spec.cpuLimit } : {}),
+        },
+        {
+          rootfsPath: p.rootfs,
+          runDir: p.run,
+          agentPath: this.agentPath,
+          resolvConfPath: p.resolvConf,
+          hostsPath: p.hosts,
+          hostnamePath: p.hostname,
+          uidBase: state.uidBase,
+          cgroupsPath: `/sbx/${id}`,
+          ...(cgroupV1 ? { cgroupV1 } : {}),
+          swapAccounting:
+            existsSync("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") ||
+            existsSync("/sys/fs/cgroup/cgroup.controllers"),
+        },
+      );
+      writeFileSync(p.config, JSON.stringify(oci, null, 1), { mode: 0o600 });
+      timings.bundleMs = performance.now() - tb;
+
+      const tc = performance.now();
+      await this.rt.create(id, { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog, runtimeLog: p.consoleLog });
+      undo.push(async () => {
+        await this.rt.delete(id, true);
+        this.removeCgroups(id);
+      });
+      timings.runtimeCreateMs = performance.now() - tc;
+      const pid = Number(readFileSync(p.pidFile, "utf8").trim());
+      const startTime = procStartTime(pid);
+
+      const tn = performance.now();
+      undo.push(() => teardownSandboxNetwork(id));
+      await setupSandboxNetwork({ sandboxId: id, pid, blockNetwork: spec.blockNetwork, ...(address ? { address } : {}) }, this.net);
+      timings.netnsMs = performance.now() - tn;
+      signal?.throwIfAborted();
+
+      const ts = performance.now();
+      await this.rt.start(id);
+      timings.runtimeStartMs = performance.now() - ts;
+
+      const th = performance.now();
+      const alive = () => procStartTime(pid) === startTime;
+      const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
+      undo.push(() => agent.close());
+      await agent.start({ timeoutMs: this.opts.agentStartTimeoutMs ?? 10_000, ...(signal ? { signal } : {}), alive });
+      timings.agentHelloMs = performance.now() - th;
+      timings.totalMs = performance.now() - t0;
+
+      const sb = new LocalSandbox(id, p, state, pid, startTime, agent, this);
+      agent.setOnReconnect(() => sb.replayExits());
+      sb.timings = timings as CreateTimings;
+      this.log(
+        `sandbox ${id} created in ${timings.totalMs.toFixed(0)} ms (` +
+          Object.entries(timings)
+            .filter(([k]) => k !== "totalMs")
+            .map(([k, v]) => `${k.replace(/Ms$/, "")} ${v!.toFixed(1)}`)
+            .join(", ") +
+          ")",
+      );
+      return sb;
+    } catch (e) {
+      let tail = "";
+      try {
+        tail = readFileSync(p.consoleLog, "utf8").slice(-1000).trim();
+      } catch {
+        /* none */
+      }
+      for (const u of undo.reverse()) {
+        try {
+          await u();
+        } catch (ue) {
+          this.log(`undo after failed create of ${id}: ${(ue as Error).message}`);
+        }
+      }
+      if (tail && e instanceof Error && !e.message.includes(tail.slice(-200))) e.message += ` (console: ${tail})`;
+      throw e;
+    } finally {
+      if (slot >= 0) this.reservedSlots.delete(slot);
+      if (address) this.reservedAddrs.delete(address);
+    }
+  }
+
+  async adopt(sandboxId: string): Promise<RuntimeSandbox | null> {
+    let p: SandboxPaths;
+    try {
+      p = sandboxPaths(this.opts.dataDir, sandboxId);
+    } catch {
+      return null;
+    }
+    const state = readState(p.state);
+    if (!state || state.destroyed) return null;
+    const rs = await this.rt.state(sandboxId).catch(() => null);
+    if (!rs || rs.pid <= 0) return null;
+    const startTime = procStartTime(rs.pid);
+    if (rs.status !== "running" || !startTime) {
+      // PID 1 is gone: a sandbox without an agent whose waitExit resolves at once.
+      return new LocalSandbox(sandboxId, p, state, rs.pid, startTime ?? "gone", null, this);
+    }
+    const alive = () => procStartTime(rs.pid) === startTime;
+    const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
+    const sb = new LocalSandbox(sandboxId, p, state, rs.pid, startTime, agent, this);
+    agent.setOnReconnect(() => sb.replayExits());
+    try {
+      await agent.start({ timeoutMs: 5_000, alive });
+    } catch (e) {
+      this.log(`adopt ${sandboxId}: agent unreachable: ${(e as Error).message}`);
+      agent.close();
+      return new LocalSandbox(sandboxId, p, state, rs.pid, startTime, null, this);
+    }
+    return sb;
+  }
+
+  private removeCgroups(id: string): void {
+    for (const d of cgroupDirs(id)) {
+      try {
+        rmdirSync(d);
+      } catch {
+        /* absent or busy */
+      }
+    }
+  }
+
+  async cleanup(sandboxId: string): Promise<void> {
+    const p = sandboxPaths(this.opts.dataDir, sandboxId);
+    // Independent of each other: in parallel.
+    await Promise.all([
+      this.rt
+        .delete(sandboxId, true)
+        .catch((e: unknown) => this.log(`delete ${sandboxId}: ${(e as Error).message}`))
+        .then(() => this.removeCgroups(sandboxId)),
+      teardownSandboxNetwork(sandboxId),
+      unmountAll(p.dir),
+    ]);
+    if (mountsUnder(p.dir).length === 0) {
+      for (const d of [p.upper, p.work, p.rootfs, p.lower, p.bundle]) rmSync(d, { recursive: true, force: true });
+    }
+    const state = readState(p.state);
+    if (state && !state.destroyed) {
+      writeState(p.state, { ...state, destroyed: true });
+      releaseSlot(state.slot, p.dir);
+      if (state.address) releaseAddress(state.address, p.dir);
+    }
+  }
+}
+
+export function createLocalBackend(opts: LocalBackendOptions): Backend {
+  const b = new LocalBackend(opts);
+  b.init();
+  return b;
+}
+
+export type { LocalSandbox };
