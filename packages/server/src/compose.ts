@@ -69,7 +69,7 @@ function describe(source: Parameters<ImageService["resolve"]>[0]): string {
 }
 
 export async function compose(config: ServerConfig): Promise<Composed> {
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.dataDir, { recursive: true, mode: 0o711 });
   const log = (msg: string) => process.stderr.write(`sbx: ${msg}\n`);
   const store = openSqliteStore(join(config.dataDir, "sbx.db"));
   const images = createImageService({
