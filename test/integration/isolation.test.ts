@@ -129,3 +129,24 @@ async function pidsWithCmdline(cmdline: string): Promise<number[]> {
   }
   return out;
 }
+
+test("a sandbox cannot make the server read host files through its output files", async () => {
+  // The run directory is the sandbox's to write: plant a symlink to a host
+  // file and a FIFO where two processes' outputs live, then read them.
+  const victim = await sb.exec(["sleep", "1"]);
+  const fifoVictim = await sb.exec(["sleep", "1"]);
+  const plant = await sb.exec([
+    "sh",
+    "-c",
+    `cd /.sbx/procs && rm -f ${victim.execId}/stdout ${fifoVictim.execId}/stdout &&
+     ln -s /etc/shadow ${victim.execId}/stdout && mkfifo ${fifoVictim.execId}/stdout && echo planted`,
+  ]);
+  assert.equal(await plant.stdout.readText(), "planted\n");
+  await victim.wait();
+  await fifoVictim.wait();
+  assert.equal(await victim.stdout.readText(), "");
+  assert.equal(await fifoVictim.stdout.readText(), "");
+  // The server still serves this sandbox.
+  const p = await sb.exec(["echo", "still here"]);
+  assert.equal(await p.stdout.readText(), "still here\n");
+});

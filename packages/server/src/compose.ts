@@ -20,7 +20,7 @@ import {
 } from "./core/index.js";
 import { createImageService } from "./images/index.js";
 import { createLocalBackend } from "./runtime/index.js";
-import { FileOutputReader } from "./runtime/output-reader.js";
+import { FileOutputReader } from "./runtime/index.js";
 import { openSqliteStore } from "./store/index.js";
 
 export const VERSION = "0.1.0";

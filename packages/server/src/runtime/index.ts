@@ -21,7 +21,9 @@
 //            run/ (outputs) is kept.
 // Runtime state lives under <dataDir>/runc (`--root`).
 
-export { createLocalBackend, parseExit, type LocalBackendOptions, type CreateTimings, type LocalSandbox } from "./local-backend.js";
+export { parseExit } from "./exit-file.js";
+export { FileOutputReader } from "./output-reader.js";
+export { createLocalBackend, type LocalBackendOptions, type CreateTimings, type LocalSandbox } from "./local-backend.js";
 export { toOciSpec, type OciSpecInput, type OciHostInfo, type OciSpec } from "./oci-spec.js";
 export { seccompProfile, type SeccompProfile } from "./seccomp.js";
 export { OciRuntime, RuntimeError, chooseRuntime, type RuntimeName, type ContainerState } from "./runc.js";

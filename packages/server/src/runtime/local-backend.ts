@@ -14,6 +14,7 @@ import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, Str
 import { AgentClient } from "./agent-client.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
+import { parseExit } from "./exit-file.js";
 import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
 import {
   claimSlot,
@@ -71,15 +72,7 @@ export interface CreateTimings {
   totalMs: number;
 }
 
-const EXIT_RE = /^(\d{1,3}) (exited|signaled|timeout|failed)\n?$/;
 const STDIN_CHUNK = STDIN_BUFFER_MAX / 2;
-
-export function parseExit(text: string): ExitStatus | null {
-  const m = EXIT_RE.exec(text);
-  if (!m) return null;
-  const code = Number(m[1]);
-  return code > 255 ? null : { code, reason: m[2] as ExitStatus["reason"] };
-}
 
 /**
  * A process's start time (clock ticks since boot), to tell it from a later

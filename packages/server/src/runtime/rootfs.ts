@@ -333,9 +333,18 @@ export async function unmountAll(dir: string): Promise<void> {
  * at a host file). `rel` is split on "/"; returns null if missing or not a
  * regular file. Reads at most `max` bytes.
  */
-export function readFileNoFollow(dir: string, rel: string, max = 4096): Buffer | null {
+/**
+ * Opens `dir/rel` for reading without following a symlink at any step, and
+ * only if it is a regular file; returns the fd (the caller closes it) or null.
+ * The run directory is writable by the sandbox, which could otherwise plant a
+ * symlink to a host file (or a FIFO that blocks the open) in place of a
+ * process's output. Each component is opened relative to the previous one
+ * through /proc/self/fd, so nothing can be swapped in between.
+ */
+export function openNoFollowSync(dir: string, rel: string): number | null {
   const parts = rel.split("/").filter(Boolean);
   const fds: number[] = [];
+  let keep: number | null = null;
   try {
     let fd = openSync(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
     fds.push(fd);
@@ -349,9 +358,22 @@ export function readFileNoFollow(dir: string, rel: string, max = 4096): Buffer |
       );
       fds.push(fd);
     }
-    const st = fstatSync(fd);
-    if (!st.isFile()) return null;
-    const buf = Buffer.alloc(Math.min(max, st.size));
+    if (!fstatSync(fd).isFile()) return null;
+    keep = fds.pop()!;
+    return keep;
+  } catch {
+    return null;
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+/** Reads at most `max` bytes of `dir/rel`, confined as openNoFollowSync is; null if absent or unsafe. */
+export function readFileNoFollow(dir: string, rel: string, max = 4096): Buffer | null {
+  const fd = openNoFollowSync(dir, rel);
+  if (fd === null) return null;
+  try {
+    const buf = Buffer.alloc(Math.min(max, fstatSync(fd).size));
     let n = 0;
     while (n < buf.length) {
       const r = readSync(fd, buf, n, buf.length - n, n);
@@ -362,6 +384,6 @@ export function readFileNoFollow(dir: string, rel: string, max = 4096): Buffer |
   } catch {
     return null;
   } finally {
-    for (const fd of fds) closeSync(fd);
+    closeSync(fd);
   }
 }
