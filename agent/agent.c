@@ -354,15 +354,19 @@ static void write_exit_file(struct agent *a, const char *id, int code, const cha
 		logmsg("rename %s: %s", tmp, strerror(errno));
 }
 
-/* Drain the exec-status pipe. On EOF the exec attempt is over: send the EXEC OK. */
-static void status_read(struct agent *a, struct proc *p)
+/*
+ * Drain the exec-status pipe. On EOF the exec attempt is over: send the EXEC
+ * OK. `reaped`: the child is gone, so whatever it wrote is already readable
+ * and the OK must go out now (before the EXIT) whatever the pipe says.
+ */
+static void status_read(struct agent *a, struct proc *p, bool reaped)
 {
 	while (p->status_fd >= 0) {
 		int e;
 		ssize_t n = read(p->status_fd, &e, sizeof e);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN)
+		if (n < 0 && errno == EAGAIN && !reaped)
 			return;
 		if (n == (ssize_t)sizeof e) {
 			p->exec_errno = e ? e : EINVAL;
@@ -406,7 +410,7 @@ static void proc_finish(struct agent *a, int idx, int st)
 	const char *reason = WIFSIGNALED(st) ? "signaled" : "exited";
 
 	/* A failed child wrote its errno before _exit(), so it is already in the pipe. */
-	status_read(a, p); /* also sends a still-pending EXEC OK before the EXIT */
+	status_read(a, p, true); /* also sends a still-pending EXEC OK before the EXIT */
 	if (p->exec_errno)
 		reason = "failed";
 	else if (p->timed_out && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
@@ -795,7 +799,7 @@ static void dispatch(struct agent *a, uint64_t key, uint32_t events)
 		if (k == K_STDIN)
 			stdin_flush(a, p);
 		else
-			status_read(a, p);
+			status_read(a, p, false);
 	}
 }
 
@@ -852,6 +856,11 @@ static void setup(struct agent *a, const char *run_dir)
 		a->pr[i].stdin_fd = a->pr[i].status_fd = -1;
 
 	ensure_std_fds();
+	/* An inherited SIG_IGN for SIGCHLD would make the kernel auto-reap our
+	 * children and hide their exit statuses. */
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	if (sigaction(SIGCHLD, &dfl, NULL) < 0)
+		fatal("sigaction(SIGCHLD)");
 	sigset_t all;
 	sigfillset(&all);
 	if (sigprocmask(SIG_SETMASK, &all, NULL) < 0)

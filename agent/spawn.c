@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -29,11 +31,18 @@ static __attribute__((noreturn)) void child_fail(int err_fd, int status_fd, int 
 void sbx_child_exec(const struct spawn_req *s, int in_fd, int out_fd, int err_fd, int err_file,
 		    int status_fd)
 {
-	sigset_t none;
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	sigemptyset(&none);
+	/*
+	 * Reset every disposition to SIG_DFL, including ones the agent inherited
+	 * as SIG_IGN (exec keeps SIG_IGN). The raw syscall also reaches the
+	 * signals glibc reserves (32, 33), which sigaction() refuses. An all-zero
+	 * kernel sigaction is SIG_DFL with no flags and an empty mask on every
+	 * architecture's layout.
+	 */
+	uint64_t dfl[8] = {0};
 	for (int sig = 1; sig < NSIG; sig++)
-		(void)sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL/STOP/reserved */
+		(void)syscall(SYS_rt_sigaction, sig, dfl, NULL, sizeof(uint64_t)); /* EINVAL for KILL/STOP */
+	sigset_t none;
+	sigemptyset(&none);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
 		child_fail(err_file, status_fd, errno, 126, "sbx: cannot start %s: %s\n", s->argv[0]);
 	/* The agent keeps fds 0-2 open, so every source fd here is >= 3. */

@@ -138,13 +138,13 @@ class Client:
 
 
 class Agent:
-    def __init__(self, extra=(), run=None):
+    def __init__(self, extra=(), run=None, preexec=None):
         self.dir = run or tempfile.mkdtemp(prefix="sbx-agent-test.")
         CREATED.append(self.dir)
         self.sock = os.path.join(self.dir, "agent.sock")
         self.errlog = open(self.dir + ".log", "wb")
         self.p = subprocess.Popen([AGENT, "--run-dir", self.dir, *extra], stderr=self.errlog,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, preexec_fn=preexec)
         for _ in range(200):
             if os.path.exists(self.sock):
                 break
@@ -544,6 +544,10 @@ def test_entry():
     rc = ag.p.wait(10)
     check("SIGTERM forwarded to entry group", ex == (143, "signaled") and rc == 143, (ex, rc))
     c.close()
+
+    ag = Agent(["--", "sh", "-c", "exit 5"], preexec=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    rc = ag.p.wait(10)
+    check("inherited SIGCHLD=SIG_IGN does not hide exit status", rc == 5 and ag.read("entry", "exit") == b"5 exited\n", rc)
 
     ag = Agent(["--", "/nonexistent"])
     rc = ag.p.wait(10)

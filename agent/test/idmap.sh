@@ -6,6 +6,7 @@ set -u
 BIN=${1:-$(dirname "$0")/../build/sbx-idmap}
 BASE=100000
 T=$(mktemp -d /tmp/sbx-idmap-test.XXXXXX)
+chmod 755 "$T" # the userns root (host uid $BASE) must be able to traverse it
 pass=0 fail=0
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
@@ -42,6 +43,34 @@ if mount -t overlay overlay -o "lowerdir=$T/d1:$T/d2,upperdir=$T/U,workdir=$T/W"
 	echo more >>"$T/M/b"
 	expect "copy-up keeps shifted owner" "$(stat -c %u "$T/U/b" 2>/dev/null)" "$BASE"
 	expect "copy-up leaves the layer untouched" "$(cat "$T/l2/b")" "two"
+	# What a sandbox sees: root of a user namespace mapping 0 -> BASE.
+	out=$(python3 - "$T/M" $BASE <<'PY'
+import ctypes, os, sys
+m, base = sys.argv[1], int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+r, w = os.pipe(); r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w2)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        os._exit(2)
+    os.write(w, b"x"); os.read(r2, 1)
+    os.setgid(0); os.setuid(0)
+    with open(m + "/fromns", "w") as f:
+        f.write("ns\n")
+    print(os.stat(m + "/a").st_uid, os.stat(m + "/fromns").st_uid, flush=True)
+    os._exit(0)
+os.close(w); os.close(r2)
+if os.read(r, 1) == b"x":
+    for f in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{f}", "w") as fh:
+            fh.write(f"0 {base} 65536\n")
+os.close(w2)
+os.waitpid(pid, 0)
+PY
+)
+	expect "inside the userns: layer file is uid 0, new file is uid 0" "$out" "0 0"
+	expect "file created by userns root is host uid base in upper" "$(stat -c %u "$T/U/fromns" 2>/dev/null)" "$BASE"
 	umount "$T/M"
 else
 	bad "overlay over idmapped lowerdirs mounts"
