@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SBX_WITH_TEST_DEPS=1 bash scripts/setup.sh
 
+# The agent's own tests: its protocol, spoken to it directly on the host, and
+# the idmapped mounts sbx-idmap makes.
+make -s -C agent test test-idmap
+
 shopt -s globstar nullglob
 unit=(test/unit/*.test.ts packages/*/src/**/*.test.ts)
 integration=(test/integration/*.test.ts)

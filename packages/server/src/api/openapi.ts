@@ -1,6 +1,6 @@
 // /v1/openapi.json, generated from the route table and wire.ts's schemas.
-import { ERROR_STATUS } from "sbx/wire";
-import { ERROR_RESPONSE, ROUTES, type RouteDef } from "./routes.js";
+import { ERROR_STATUS, SCHEMAS } from "sbx/wire";
+import { ROUTES, type RouteDef } from "./routes.js";
 
 type Json = Record<string, unknown>;
 
@@ -33,7 +33,7 @@ export function buildOpenApi(version: string): Json {
       },
     };
     for (const status of errorStatuses) {
-      responses[String(status)] = { description: "Error", content: { "application/json": { schema: plain(ERROR_RESPONSE) } } };
+      responses[String(status)] = { $ref: "#/components/responses/Error" };
     }
     const op: Json = {
       summary: route.summary,
@@ -50,7 +50,13 @@ export function buildOpenApi(version: string): Json {
   return {
     openapi: "3.1.0",
     info: { title: "sbx", version, description: "Self-hosted sandboxes for untrusted code." },
-    components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+      responses: {
+        Error: { description: "Error", content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorBody" } } } },
+      },
+      schemas: Object.fromEntries(Object.entries(SCHEMAS).map(([name, schema]) => [name, plain(schema)])),
+    },
     security: [{ bearer: [] }],
     paths,
   };

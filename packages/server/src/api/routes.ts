@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import {
   App,
   AppLookupRequest,
-  ErrorBody,
+
   Exec,
   ExecRequest,
   HEADER_STREAM_OFFSET,
@@ -256,4 +256,3 @@ export const ROUTES: RouteDef[] = [
   },
 ];
 
-export const ERROR_RESPONSE = ErrorBody;

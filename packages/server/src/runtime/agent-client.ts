@@ -6,7 +6,10 @@
 // replay exit files for events missed meanwhile).
 
 import { connect, type Socket } from "node:net";
-import { closeSync, lstatSync, openSync, constants as fsc } from "node:fs";
+import { closeSync, fstatSync, openSync, constants as fsc } from "node:fs";
+
+/** Linux O_PATH (not in Node's constants): a handle on a path entry, not its content. */
+const O_PATH = 0o10000000;
 import { basename, dirname } from "node:path";
 import {
   encodeFrame,
@@ -46,7 +49,6 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-const UNIX_PATH_MAX = 107;
 
 /** One socket, one HELLO. */
 class AgentConnection {
@@ -80,21 +82,25 @@ class AgentConnection {
     onClose: (err?: Error) => void,
   ): Promise<AgentConnection> {
     return new Promise((resolve, reject) => {
-      // The run dir is writable by the sandbox: refuse anything but a socket
-      // (a symlink would point us at a host socket).
-      let st;
+      // The run dir is writable by the sandbox, which could swap agent.sock for
+      // a symlink to a host socket between a check and the connect. So take an
+      // O_PATH handle on the entry itself (never following it), check that it is
+      // a socket, and connect through that very handle.
+      let fd = -1;
       try {
-        st = lstatSync(path);
+        const dirFd = openSync(dirname(path), fsc.O_RDONLY | fsc.O_DIRECTORY);
+        try {
+          fd = openSync(`/proc/self/fd/${dirFd}/${basename(path)}`, O_PATH | fsc.O_NOFOLLOW);
+        } finally {
+          closeSync(dirFd);
+        }
+        if (!fstatSync(fd).isSocket()) throw new AgentError(`${path} is not a socket`);
       } catch (e) {
+        if (fd >= 0) closeSync(fd);
         return reject(e as Error);
       }
-      if (!st.isSocket()) return reject(new AgentError(`${path} is not a socket`));
-      let dirFd = -1;
-      let target = path;
-      if (Buffer.byteLength(path) > UNIX_PATH_MAX) {
-        dirFd = openSync(dirname(path), fsc.O_RDONLY | fsc.O_DIRECTORY);
-        target = `/proc/self/fd/${dirFd}/${basename(path)}`;
-      }
+      let dirFd = fd;
+      const target = `/proc/self/fd/${fd}`;
       const sock = connect({ path: target });
       const done = (e?: Error) => {
         if (dirFd >= 0) closeSync(dirFd);
