@@ -1,6 +1,7 @@
 // The embedded default Store: one SQLite file in the data dir, WAL mode.
 // better-sqlite3 is synchronous, which keeps every multi-row change atomic
 // without locks of our own.
+import { chmodSync } from "node:fs";
 import Database from "better-sqlite3";
 import type {
   AppRecord,
@@ -17,6 +18,8 @@ export class StoreMigrationError extends Error {}
 
 export function openSqliteStore(path: string, migrations: readonly Migration[] = MIGRATIONS): Store {
   const db = new Database(path);
+  // Token hashes and secrets live here: owner-only, like the admin token file.
+  if (path !== ":memory:") chmodSync(path, 0o600);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
   db.pragma("foreign_keys = ON");
