@@ -5,28 +5,8 @@ import { Type, type Static, type TSchema } from "@sinclair/typebox";
 
 export const API_VERSION = "v1";
 
-// ---- limits shared by both sides -------------------------------------------
-
-export const LIMITS = {
-  /** Sandbox lifetime: default 5 minutes, at most 24 hours, whole seconds. */
-  defaultTimeoutMs: 300_000,
-  maxTimeoutMs: 24 * 60 * 60 * 1000,
-  /** argv of a command or exec, summed over its elements' UTF-8 bytes. */
-  maxArgvBytes: 64 * 1024,
-  maxArgs: 4096,
-  maxEnvEntries: 1024,
-  maxEnvBytes: 256 * 1024,
-  maxNameLength: 64,
-  maxTags: 64,
-  maxTagLength: 256,
-  /** A single stdin write. */
-  maxStdinChunkBytes: 4 * 1024 * 1024,
-  /** Long polls (wait) are capped so proxies do not cut them; clients loop. */
-  maxWaitMs: 50_000,
-} as const;
-
-export const NAME_PATTERN = "^[A-Za-z0-9._-]+$";
-export const ENV_KEY_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
+export { LIMITS, NAME_PATTERN, ENV_KEY_PATTERN, EnvMap, SecretRef } from "./wire-common.js";
+import { LIMITS, NAME_PATTERN, EnvMap, SecretRef } from "./wire-common.js";
 
 // ---- errors ----------------------------------------------------------------
 
@@ -77,42 +57,13 @@ const Argv = Type.Array(Type.String({ maxLength: LIMITS.maxArgvBytes }), {
   minItems: 1,
   maxItems: LIMITS.maxArgs,
 });
-const EnvMap = Type.Record(Type.String({ pattern: ENV_KEY_PATTERN, maxLength: 256 }), Type.String({ maxLength: 128 * 1024 }));
 const Timestamp = Type.String({ description: "RFC 3339 time" });
 
-/** A secret given inline or by name; its values reach only the sandbox. */
-export const SecretRef = Type.Union([
-  Type.Object({ kind: Type.Literal("inline"), env: EnvMap }, { additionalProperties: false }),
-  Type.Object(
-    {
-      kind: Type.Literal("named"),
-      name: Type.String({ pattern: NAME_PATTERN, maxLength: LIMITS.maxNameLength }),
-      requiredKeys: Type.Optional(Type.Array(Type.String({ pattern: ENV_KEY_PATTERN }))),
-    },
-    { additionalProperties: false },
-  ),
-]);
-export type SecretRef = Static<typeof SecretRef>;
 
-export const ImageSpec = Type.Union([
-  Type.Object(
-    {
-      kind: Type.Literal("registry"),
-      ref: Type.String({ minLength: 1, maxLength: 512 }),
-      secret: Type.Optional(SecretRef),
-    },
-    { additionalProperties: false },
-  ),
-  Type.Object(
-    { kind: Type.Literal("debianSlim"), pythonVersion: Type.Optional(Type.String({ maxLength: 16 })) },
-    { additionalProperties: false },
-  ),
-  Type.Object(
-    { kind: Type.Literal("id"), imageId: Type.String({ pattern: "^sha256:[a-f0-9]{64}$" }) },
-    { additionalProperties: false },
-  ),
-]);
-export type ImageSpec = Static<typeof ImageSpec>;
+
+// ImageSpec and the image-management shapes live in wire-images.ts.
+export * from "./wire-images.js";
+import { ImageSpec } from "./wire-images.js";
 
 // ---- apps ------------------------------------------------------------------
 

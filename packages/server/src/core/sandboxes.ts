@@ -29,6 +29,7 @@ import type {
   StreamName,
 } from "./ports.js";
 import { resolveSecretEnv } from "./secrets.js";
+import { storedImageSpec, toImageSource } from "./image-source.js";
 import { validateCreate, validateExec } from "./validate.js";
 
 /** Defaults a sandbox gets when the request says nothing. */
@@ -90,7 +91,7 @@ export class SandboxService {
       name: req.name ?? null,
       state: "created",
       spec: {
-        image: req.image.kind === "registry" ? { kind: "registry", ref: req.image.ref } : req.image,
+        image: storedImageSpec(req.image),
         ...(req.command ? { command: req.command } : {}),
         timeoutMs,
         ...(req.workdir ? { workdir: req.workdir } : {}),
@@ -115,14 +116,7 @@ export class SandboxService {
 
     let handle: RuntimeSandbox;
     try {
-      const image = await this.deps.images.resolve(
-        req.image.kind === "registry" && req.image.secret
-          ? { kind: "registry", ref: req.image.ref, auth: registryAuth(req.image.secret) }
-          : req.image.kind === "registry"
-            ? { kind: "registry", ref: req.image.ref }
-            : req.image,
-        signal,
-      );
+      const image = await this.deps.images.resolve(toImageSource(req.image), signal);
       store.updateSandbox(record.sandboxId, { imageId: image.imageId });
       handle = await this.deps.backend.create(
         {
@@ -507,12 +501,4 @@ export class SandboxService {
 
 function hasTags(have: Record<string, string>, want: Record<string, string>): boolean {
   return Object.entries(want).every(([k, v]) => have[k] === v);
-}
-
-function registryAuth(secret: NonNullable<Extract<SandboxCreateRequest["image"], { kind: "registry" }>["secret"]>) {
-  const env = resolveSecretEnv([secret]);
-  const username = env.REGISTRY_USERNAME;
-  const password = env.REGISTRY_PASSWORD;
-  if (username === undefined || password === undefined) return undefined;
-  return { username, password };
 }
