@@ -1,7 +1,7 @@
 /*
  * sbx-agent: PID 1 of every sandbox (see PROTOCOL.md).
  *
- *   sbx-agent [--run-dir DIR] [-- argv...]
+ *   sbx-agent [--run-dir DIR] [--user UID:GID] [-- argv...]
  *
  * One thread, one epoll loop. Signals arrive through a signalfd (all signals
  * are blocked), children are reaped in a WNOHANG loop, clients speak framed
@@ -78,6 +78,9 @@ struct agent {
 	int epfd, lfd, sfd, procs_fd;
 	uint32_t gen;
 	int entry; /* proc slot of `entry`, or -1 */
+	bool set_user; /* --user given: the default uid:gid of every process */
+	uid_t uid;
+	gid_t gid;
 	size_t stdin_total;
 	struct client cl[SBX_MAX_CLIENTS];
 	struct proc pr[SBX_MAX_PROCS];
@@ -565,7 +568,15 @@ static void do_exec(struct agent *a, struct client *c, const struct sbx_req *r)
 			      .envp = sbx_build_envp(r),
 			      .cwd = r->cwd.len ? cwd : NULL,
 			      .timeout_ms = r->timeout_ms,
-			      .flags = (unsigned)r->flags};
+			      .flags = (unsigned)r->flags,
+			      .set_user = a->set_user,
+			      .uid = a->uid,
+			      .gid = a->gid};
+	if (r->seen & (1u << SBX_F_UID)) { /* frame.c: UID and GID come together */
+		s.set_user = true;
+		s.uid = (uid_t)r->uid;
+		s.gid = (gid_t)r->gid;
+	}
 	int slot = -1;
 	if (!s.argv || !s.envp)
 		snprintf(msg, sizeof msg, "out of memory");
@@ -890,9 +901,27 @@ static void setup(struct agent *a, const char *run_dir)
 	ep_ctl(a, EPOLL_CTL_ADD, a->sfd, EPOLLIN, ev_key(K_SIGNAL, 0, 0));
 }
 
+/* "UID:GID", both decimal, each at most SBX_MAX_UGID. */
+static int parse_user(const char *s, uid_t *uid, gid_t *gid)
+{
+	char *end;
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return -1;
+	unsigned long long u = strtoull(s, &end, 10);
+	if (errno || *end != ':' || u > SBX_MAX_UGID || end[1] < '0' || end[1] > '9')
+		return -1;
+	unsigned long long g = strtoull(end + 1, &end, 10);
+	if (errno || *end != '\0' || g > SBX_MAX_UGID)
+		return -1;
+	*uid = (uid_t)u;
+	*gid = (gid_t)g;
+	return 0;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: sbx-agent [--run-dir DIR] [-- argv...]\n");
+	fprintf(stderr, "usage: sbx-agent [--run-dir DIR] [--user UID:GID] [-- argv...]\n");
 	exit(EXIT_STARTUP);
 }
 
@@ -900,9 +929,16 @@ int main(int argc, char **argv)
 {
 	const char *run_dir = "/.sbx";
 	char **entry_argv = NULL;
+	bool set_user = false;
+	uid_t uid = 0;
+	gid_t gid = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--run-dir") == 0 && i + 1 < argc) {
 			run_dir = argv[++i];
+		} else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) {
+			if (parse_user(argv[++i], &uid, &gid) < 0)
+				usage();
+			set_user = true;
 		} else if (strcmp(argv[i], "--") == 0) {
 			if (i + 1 < argc)
 				entry_argv = &argv[i + 1];
@@ -915,9 +951,17 @@ int main(int argc, char **argv)
 	static struct agent agent; /* large: keep it off the stack */
 	struct agent *a = &agent;
 	setup(a, run_dir);
+	a->set_user = set_user;
+	a->uid = uid;
+	a->gid = gid;
 
 	if (entry_argv) {
-		struct spawn_req s = {.id = SBX_ENTRY_ID, .argv = entry_argv, .envp = environ};
+		struct spawn_req s = {.id = SBX_ENTRY_ID,
+				      .argv = entry_argv,
+				      .envp = environ,
+				      .set_user = a->set_user,
+				      .uid = a->uid,
+				      .gid = a->gid};
 		char msg[128];
 		a->entry = spawn(a, &s, msg, sizeof msg);
 		if (a->entry < 0) {

@@ -23,7 +23,7 @@ static const struct req_rule *rule_for(uint8_t type)
 	static const struct req_rule exec = {
 		BIT(SBX_F_REQ) | BIT(SBX_F_ID) | BIT(SBX_F_ARG),
 		BIT(SBX_F_REQ) | BIT(SBX_F_ID) | BIT(SBX_F_ARG) | BIT(SBX_F_ENV) | BIT(SBX_F_CWD) |
-			BIT(SBX_F_TIMEOUT_MS) | BIT(SBX_F_FLAGS)};
+			BIT(SBX_F_TIMEOUT_MS) | BIT(SBX_F_FLAGS) | BIT(SBX_F_UID) | BIT(SBX_F_GID)};
 	static const struct req_rule in = {
 		BIT(SBX_F_REQ) | BIT(SBX_F_ID) | BIT(SBX_F_OFFSET) | BIT(SBX_F_DATA),
 		BIT(SBX_F_REQ) | BIT(SBX_F_ID) | BIT(SBX_F_OFFSET) | BIT(SBX_F_DATA)};
@@ -134,6 +134,14 @@ static int take_field(struct sbx_req *r, uint8_t tag, struct sbx_str v, const ch
 		if (parse_num(v, &r->flags) < 0 || (r->flags & ~(uint64_t)SBX_FLAGS_ALL))
 			return *why = "bad FLAGS", -1;
 		return 0;
+	case SBX_F_UID:
+		if (parse_num(v, &r->uid) < 0 || r->uid > SBX_MAX_UGID)
+			return *why = "bad UID", -1;
+		return 0;
+	case SBX_F_GID:
+		if (parse_num(v, &r->gid) < 0 || r->gid > SBX_MAX_UGID)
+			return *why = "bad GID", -1;
+		return 0;
 	default:
 		return *why = "field not allowed", -1;
 	}
@@ -173,6 +181,8 @@ int sbx_parse_request(const uint8_t *body, uint32_t len, struct sbx_req *r, cons
 	}
 	if ((r->seen & rule->required) != rule->required)
 		return *why = "missing required field", -1;
+	if (!(r->seen & BIT(SBX_F_UID)) != !(r->seen & BIT(SBX_F_GID)))
+		return *why = "UID and GID go together", -1;
 	return 0;
 }
 

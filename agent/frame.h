@@ -15,7 +15,7 @@ struct sbx_str {
 struct sbx_req {
 	uint8_t type;
 	uint32_t seen; /* bit (1 << tag) for each tag present */
-	uint64_t req, timeout_ms, offset, signal, flags;
+	uint64_t req, timeout_ms, offset, signal, flags, uid, gid;
 	struct sbx_str id, cwd, data;
 	uint32_t nargs, nenv;
 	size_t args_bytes, env_bytes; /* sum of ARG / ENV lengths */

@@ -74,8 +74,9 @@ static void die(const char *step, const char *arg)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: sbx-idmap <host-uid-base> <count> <src-dir> <dst-dir> "
-			"[<src-dir> <dst-dir> ...]\n");
+	fprintf(stderr, "usage: sbx-idmap <host-uid-base> <count> [--rw] <src-dir> <dst-dir> "
+			"[[--rw] <src-dir> <dst-dir> ...]\n"
+			"  each pair is a read-only idmapped bind unless preceded by --rw\n");
 	exit(1);
 }
 
@@ -186,7 +187,7 @@ static int make_userns(unsigned long long base, unsigned long long count)
 	return nsfd;
 }
 
-static void idmap_one(int nsfd, const char *src, const char *dst)
+static void idmap_one(int nsfd, const char *src, const char *dst, int writable)
 {
 	int tfd = (int)syscall(SYS_open_tree, AT_FDCWD, src,
 			       (unsigned)(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
@@ -195,10 +196,12 @@ static void idmap_one(int nsfd, const char *src, const char *dst)
 
 	struct mount_attr attr;
 	memset(&attr, 0, sizeof attr);
-	attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+	/* Image layers are read-only; volumes (--rw) are written through the map,
+	 * so sandbox root's files land on disk owned by uid 0. */
+	attr.attr_set = MOUNT_ATTR_IDMAP | (writable ? 0 : MOUNT_ATTR_RDONLY);
 	attr.userns_fd = (uint64_t)nsfd;
 	if (syscall(SYS_mount_setattr, tfd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
-		die("mount_setattr(MOUNT_ATTR_IDMAP|MOUNT_ATTR_RDONLY)", src);
+		die("mount_setattr(MOUNT_ATTR_IDMAP)", src);
 
 	if (syscall(SYS_move_mount, tfd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		die("move_mount to", dst);
@@ -209,7 +212,7 @@ static void idmap_one(int nsfd, const char *src, const char *dst)
 int main(int argc, char **argv)
 {
 	unsigned long long base, count;
-	if (argc < 5 || (argc - 3) % 2 != 0)
+	if (argc < 5)
 		usage();
 	if (parse_u64(argv[1], &base) < 0 || parse_u64(argv[2], &count) < 0)
 		usage();
@@ -218,9 +221,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* Check the whole argument list before making any mount. */
+	for (int i = 3; i < argc; i += 2) {
+		if (strcmp(argv[i], "--rw") == 0)
+			i++;
+		if (i + 1 >= argc)
+			usage();
+	}
 	int nsfd = make_userns(base, count);
-	for (int i = 3; i + 1 < argc; i += 2)
-		idmap_one(nsfd, argv[i], argv[i + 1]);
+	for (int i = 3; i < argc; i += 2) {
+		int writable = strcmp(argv[i], "--rw") == 0;
+		if (writable)
+			i++;
+		idmap_one(nsfd, argv[i], argv[i + 1], writable);
+	}
 	close(nsfd);
 	return 0;
 }

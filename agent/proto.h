@@ -8,7 +8,7 @@
 #define SBX_PROTO_H
 
 #define SBX_PROTO_VERSION 1
-#define SBX_PROTO_FEATURES "exec,stdin,signal,exit-events"
+#define SBX_PROTO_FEATURES "exec,stdin,signal,exit-events,user"
 
 /* Frame: u32 BE length (of type + payload), u8 type, fields. */
 #define SBX_FRAME_MIN 1u
@@ -24,6 +24,7 @@
 #define SBX_MAX_CLIENTS 64
 #define SBX_MAX_PROCS 256       /* concurrently running tracked processes */
 #define SBX_MAX_SIGNAL 64
+#define SBX_MAX_UGID 4294967294u /* uid/gid: 0 ..= 2^32 - 2 ((uid_t)-1 is "unchanged") */
 
 /* Request types (client -> agent). */
 #define SBX_T_HELLO 1
@@ -54,7 +55,9 @@
 #define SBX_F_FLAGS 14
 #define SBX_F_PID 15
 #define SBX_F_REASON 16
-#define SBX_F_LAST 16
+#define SBX_F_UID 17
+#define SBX_F_GID 18
+#define SBX_F_LAST 18
 
 /* FLAGS bits. */
 #define SBX_FLAG_STDOUT_NULL 1

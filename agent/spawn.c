@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -51,6 +52,10 @@ void sbx_child_exec(const struct spawn_req *s, int in_fd, int out_fd, int err_fd
 	/* Belt and braces: nothing but 0-2 may survive exec, even fds we did not open. */
 	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		child_fail(err_file, status_fd, errno, 126, "sbx: cannot start %s: %s\n", s->argv[0]);
+	/* Drop to the image's USER (or the EXEC's UID/GID) before chdir, so the
+	 * working directory is checked with that user's permissions. */
+	if (s->set_user && (setgroups(1, &s->gid) < 0 || setgid(s->gid) < 0 || setuid(s->uid) < 0))
+		child_fail(err_file, status_fd, errno, 126, "sbx: cannot switch user for %s: %s\n", s->argv[0]);
 	if (s->cwd && chdir(s->cwd) < 0)
 		child_fail(err_file, status_fd, errno, 126, "sbx: cannot chdir to %s: %s\n", s->cwd);
 	environ = s->envp; /* so execvp searches the PATH the caller asked for */

@@ -2,6 +2,9 @@
 #ifndef SBX_SPAWN_H
 #define SBX_SPAWN_H
 
+#include <stdbool.h>
+#include <sys/types.h>
+
 #include "frame.h"
 
 struct spawn_req {
@@ -10,6 +13,9 @@ struct spawn_req {
 	const char *cwd; /* NULL: inherit the agent's cwd */
 	uint64_t timeout_ms;
 	unsigned flags;
+	bool set_user; /* run as uid:gid (supplementary groups: gid only) */
+	uid_t uid;
+	gid_t gid;
 };
 
 /* Build a NULL-terminated argv from the request's ARG fields (one allocation, free()). */

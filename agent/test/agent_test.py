@@ -22,7 +22,7 @@ AGENT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "build", 
 HELLO, EXEC, STDIN, STDIN_CLOSE, SIGNAL = 1, 2, 3, 4, 5
 OK, ERR, EXIT = 128, 129, 130
 F = dict(REQ=1, ID=2, ARG=3, ENV=4, CWD=5, TIMEOUT_MS=6, OFFSET=7, DATA=8, SIGNAL=9, CODE=10,
-         MSG=11, VERSION=12, FEATURES=13, FLAGS=14, PID=15, REASON=16)
+         MSG=11, VERSION=12, FEATURES=13, FLAGS=14, PID=15, REASON=16, UID=17, GID=18)
 TAGNAME = {v: k for k, v in F.items()}
 FRAME_MAX = 1024 * 1024 + 4096
 MIB = 1024 * 1024
@@ -173,7 +173,7 @@ def exec_and_wait(c, exec_id, argv, extra=()):
 def test_basic(ag):
     c = ag.client()
     t, f = c.call(HELLO, [])
-    check("hello", t == OK and f["VERSION"] == b"1" and f["FEATURES"] == b"exec,stdin,signal,exit-events", f)
+    check("hello", t == OK and f["VERSION"] == b"1" and f["FEATURES"] == b"exec,stdin,signal,exit-events,user", f)
 
     t, f, ex = exec_and_wait(c, "e1", ["sh", "-c", "echo out; echo err >&2; exit 42"])
     check("exec ok has pid", t == OK and int(f["PID"]) > 0, f)
@@ -233,6 +233,10 @@ def test_basic(ag):
     check("bad cwd -> 126 failed", ex == (126, "failed"), ex)
     check("bad cwd message", ag.read("badcwd", "stderr").startswith(b"sbx: cannot chdir to /nonexistent/dir: No such file"),
           ag.read("badcwd", "stderr"))
+
+    _, _, ex = exec_and_wait(c, "user1", ["sh", "-c", "id -u; id -g; id -G"], [("UID", "65534"), ("GID", "65533")])
+    check("UID/GID: runs as that user with only that group", ex == (0, "exited") and
+          ag.read("user1", "stdout") == b"65534\n65533\n65533\n", ag.read("user1", "stdout"))
 
     _, _, ex = exec_and_wait(c, "exit127", ["sh", "-c", "exit 127"])
     check("real exit 127 is 'exited'", ex == (127, "exited"), ex)
@@ -391,6 +395,8 @@ def test_malformed(ag):
         "relative CWD": frame(EXEC, [("REQ", 1), ("ID", "c1"), ("ARG", "true"), ("CWD", "tmp")]),
         "ENV without =": frame(EXEC, [("REQ", 1), ("ID", "v1"), ("ARG", "true"), ("ENV", "FOO")]),
         "ENV empty key": frame(EXEC, [("REQ", 1), ("ID", "v2"), ("ARG", "true"), ("ENV", "=x")]),
+        "UID without GID": frame(EXEC, [("REQ", 1), ("ID", "u1"), ("ARG", "true"), ("UID", "1")]),
+        "UID 2^32-1": frame(EXEC, [("REQ", 1), ("ID", "u2"), ("ARG", "true"), ("UID", "4294967295"), ("GID", "0")]),
         "FLAGS 4": frame(EXEC, [("REQ", 1), ("ID", "fl"), ("ARG", "true"), ("FLAGS", "4")]),
         "SIGNAL 0": frame(SIGNAL, [("REQ", 1), ("ID", "x"), ("SIGNAL", "0")]),
         "SIGNAL 65": frame(SIGNAL, [("REQ", 1), ("ID", "x"), ("SIGNAL", "65")]),
@@ -399,7 +405,7 @@ def test_malformed(ag):
     }
     for name, raw in cases.items():
         expect_closed(ag, name, raw)
-    for bad_id in ("n1", "n2", "d1", "d2", "m1", "c1", "v1", "v2", "fl"):
+    for bad_id in ("n1", "n2", "d1", "d2", "m1", "c1", "v1", "v2", "fl", "u1", "u2"):
         check(f"no side effect from bad frame ({bad_id})", not os.path.exists(os.path.join(ag.dir, "procs", bad_id)))
 
     # Partial frame then disconnect, and a frame split across many writes.

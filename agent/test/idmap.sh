@@ -12,7 +12,7 @@ ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 expect() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (got '$2', want '$3')"; fi; }
 cleanup() {
-	for m in "$T/M" "$T/d1" "$T/d2"; do
+	for m in "$T/M" "$T/d1" "$T/d2" "$T/dv"; do
 		mountpoint -q "$m" && umount "$m"
 	done
 	rm -rf "$T"
@@ -85,6 +85,22 @@ expect "count 0 rejected" "$?" "1"
 expect "range past 2^32-1 rejected" "$?" "1"
 "$BIN" $BASE 10 "$T/l1" 2>/dev/null
 expect "odd pair count rejected" "$?" "1"
+
+"$BIN" $BASE 10 --rw "$T/l1" 2>/dev/null
+expect "--rw without a pair rejected" "$?" "1"
+
+# --rw: a writable idmapped bind (volumes). A file made by the namespace's
+# root (host uid BASE) lands on disk owned by uid 0, and shows as BASE on dst.
+mkdir -p "$T/vol" "$T/dv"
+if "$BIN" $BASE 65536 --rw "$T/vol" "$T/dv"; then ok "--rw exits 0"; else bad "--rw exits 0"; fi
+if setpriv --reuid=$BASE --regid=$BASE --clear-groups sh -c "echo hi > '$T/dv/f'" 2>"$T/err"; then
+	ok "uid BASE writes through the rw map"
+else
+	bad "uid BASE writes through the rw map ($(cat "$T/err"))"
+fi
+expect "written file is uid 0 on disk" "$(stat -c %u:%g "$T/vol/f" 2>/dev/null)" "0:0"
+expect "written file is BASE on the map" "$(stat -c %u:%g "$T/dv/f" 2>/dev/null)" "$BASE:$BASE"
+umount "$T/dv"
 
 umount "$T/d1" "$T/d2"
 echo "$pass passed, $fail failed"

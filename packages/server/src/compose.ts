@@ -1,13 +1,18 @@
 // Wiring: builds the object graph from the config. The only file that knows
 // every implementation; each part is handed the interfaces it needs.
-import { chmod, mkdir, writeFile, rename } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, writeFile, rename } from "node:fs/promises";
+import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance } from "fastify";
 import { buildApi } from "./api/index.js";
 import type { ServerConfig } from "./config.js";
 import {
+  Admission,
   AppService,
+  SecretService,
+  VolumeService,
   InvalidArgumentError,
   NotFoundError,
   SandboxService,
@@ -19,7 +24,7 @@ import {
   type Store,
 } from "./core/index.js";
 import { createImageService } from "./images/index.js";
-import { createLocalBackend } from "./runtime/index.js";
+import { createLocalBackend, LocalVolumeStorage } from "./runtime/index.js";
 import { FileOutputReader } from "./runtime/index.js";
 import { openSqliteStore } from "./store/index.js";
 
@@ -86,16 +91,25 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     serverPort: config.listen.port,
     log,
   });
+  const secrets = new SecretService(store, await secretsKey(config.dataDir));
+  const volumes = new VolumeService(store, new LocalVolumeStorage(config.dataDir));
   const sandboxes = new SandboxService({
     store,
     backend,
     images: translateImageErrors(images),
     output: new FileOutputReader(config.dataDir),
+    secrets,
+    volumes,
+    admission: new Admission(capacityOf(config)),
     log,
   });
   const tokens = new TokenService(store);
   const apps = new AppService(store);
-  const api = buildApi({ services: { apps, sandboxes, version: VERSION }, tokens, logger: config.logger ?? false });
+  const api = buildApi({
+    services: { apps, sandboxes, secrets, volumes, version: VERSION },
+    tokens,
+    logger: config.logger ?? false,
+  });
   return {
     api,
     store,
@@ -108,6 +122,34 @@ export async function compose(config: ServerConfig): Promise<Composed> {
       store.close();
     },
   };
+}
+
+/**
+ * Sandbox reservations are requests, not limits, so the defaults overcommit:
+ * 32 default-sized (0.125 core) sandboxes per core, and 4× the host's memory
+ * in 128 MiB reservations.
+ */
+function capacityOf(config: ServerConfig): { cpu: number; memoryBytes: number; queueLimit: number } {
+  return {
+    cpu: config.capacity?.cpu ?? availableParallelism() * 32,
+    memoryBytes: (config.capacity?.memoryMiB ?? Math.floor((totalmem() * 4) / 1024 / 1024)) * 1024 * 1024,
+    queueLimit: config.capacity?.queueLimit ?? 100,
+  };
+}
+
+/** The key secrets are encrypted with: 32 random bytes in the data dir, made on first start. */
+async function secretsKey(dataDir: string): Promise<Buffer> {
+  const path = join(dataDir, "secrets.key");
+  try {
+    const key = await readFile(path);
+    if (key.length !== 32) throw new Error(`${path} must hold exactly 32 bytes (it has ${key.length})`);
+    return key;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    const key = randomBytes(32);
+    await writeFile(path, key, { mode: 0o600, flag: "wx" });
+    return key;
+  }
 }
 
 /** Writes a file only its owner can read, atomically. */

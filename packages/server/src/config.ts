@@ -16,6 +16,8 @@ export interface ServerConfig {
   /** Host-wide cache of the Debian base rootfs, shared by data dirs. */
   baseCacheDir?: string;
   logger?: boolean;
+  /** What sandboxes may reserve in total; defaults from the host (see compose.ts). */
+  capacity?: { cpu?: number; memoryMiB?: number; queueLimit?: number };
 }
 
 export const DEFAULT_PORT = 7423;

@@ -29,7 +29,9 @@ export function buildOpenApi(version: string): Json {
         description: "OK",
         content: route.schema.rawResponse
           ? { "application/octet-stream": { schema: { type: "string", format: "binary" } } }
-          : { "application/json": { schema: plain(route.schema.response) } },
+          : route.schema.eventStream
+            ? { "text/event-stream": { schema: { type: "string", "x-event-data": plain(route.schema.response) } } }
+            : { "application/json": { schema: plain(route.schema.response) } },
       },
     };
     for (const status of errorStatuses) {

@@ -1,7 +1,7 @@
 // Stored records → the wire shapes of wire.ts. The one place that decides
 // what of a record a client sees.
-import type { App, Exec, Sandbox, SandboxEvent } from "sbx/wire";
-import type { AppRecord, EventRecord, ExecRecord, SandboxRecord } from "../core/index.js";
+import type { App, Exec, Sandbox, SandboxEvent, SecretInfo, Volume } from "sbx/wire";
+import type { AppRecord, EventRecord, ExecRecord, SandboxRecord, VolumeRecord } from "../core/index.js";
 
 export function presentApp(a: AppRecord): App {
   return { appId: a.appId, name: a.name, createdAt: a.createdAt };
@@ -18,6 +18,8 @@ export function presentSandbox(s: SandboxRecord): Sandbox {
     imageId: s.imageId,
     tags: s.tags,
     createdAt: s.createdAt,
+    hasReadinessProbe: s.spec.readinessProbe !== undefined,
+    ready: s.readyAt !== null,
   };
 }
 
@@ -27,4 +29,12 @@ export function presentEvent(e: EventRecord): SandboxEvent {
 
 export function presentExec(e: ExecRecord): Exec {
   return { execId: e.execId, sandboxId: e.sandboxId, returncode: e.returncode, reason: e.reason };
+}
+
+export function presentVolume(v: VolumeRecord): Volume {
+  return { volumeId: v.volumeId, name: v.name, ephemeral: v.ephemeral, createdAt: v.createdAt };
+}
+
+export function presentSecret(s: SecretInfo): SecretInfo {
+  return { name: s.name, keys: s.keys, createdAt: s.createdAt };
 }

@@ -18,22 +18,33 @@ import {
   SandboxEventList,
   SandboxList,
   StdinAck,
+  ReadyQuery,
+  SecretCreateRequest,
+  SecretInfo,
+  SecretList,
+  SetTagsRequest,
+  Volume,
+  VolumeList,
+  VolumeLookupRequest,
+  SandboxEvent,
   StreamQuery,
   WaitQuery,
   type StreamName,
 } from "sbx/wire";
-import type { AppService, SandboxService } from "../core/index.js";
+import type { AppService, SandboxService, SecretService, VolumeService } from "../core/index.js";
 import { InvalidArgumentError } from "../core/index.js";
-import { presentApp, presentEvent, presentExec, presentSandbox } from "./present.js";
+import { presentApp, presentEvent, presentExec, presentSandbox, presentSecret, presentVolume } from "./present.js";
 
 export interface Services {
   apps: AppService;
   sandboxes: SandboxService;
+  secrets: SecretService;
+  volumes: VolumeService;
   version: string;
 }
 
 export interface RouteDef {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "PUT" | "DELETE";
   url: string;
   summary: string;
   auth: boolean;
@@ -44,6 +55,8 @@ export interface RouteDef {
     /** Raw bytes in (stdin) or out (streams): documented, not JSON. */
     rawBody?: boolean;
     rawResponse?: boolean;
+    /** Server-sent events instead of JSON. */
+    eventStream?: boolean;
     response: TSchema;
     status?: number;
   };
@@ -63,6 +76,17 @@ const ListQuery = Type.Object(
 );
 
 type P = { sandboxId: string; execId: string };
+const NameParams = Type.Object({ name: Type.String({ maxLength: 256 }) });
+const Empty = Type.Object({});
+
+/** Server-sent events from an async iterable; the stream ends when it does. */
+function sendEvents<T>(reply: FastifyReply, events: AsyncIterable<T>, type: (e: T) => string): FastifyReply {
+  async function* frames(): AsyncGenerator<string> {
+    for await (const e of events) yield `event: ${type(e)}\ndata: ${JSON.stringify(e)}\n\n`;
+  }
+  void reply.header("content-type", "text/event-stream").header("cache-control", "no-store");
+  return reply.send(Readable.from(frames()));
+}
 
 /** Ends the response's generator when the client goes away. */
 function abortOnClose(reply: FastifyReply): AbortSignal {
@@ -185,6 +209,150 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { params: SandboxParams, response: SandboxEventList },
     handler: async (s, req) => ({ events: s.sandboxes.events((req.params as P).sandboxId).map(presentEvent) }),
+  },
+  {
+    method: "PUT",
+    url: "/v1/sandboxes/:sandboxId/tags",
+    summary: "Replaces the sandbox's tags as a whole.",
+    auth: true,
+    schema: { params: SandboxParams, body: SetTagsRequest, response: Sandbox },
+    handler: async (s, req) =>
+      presentSandbox(s.sandboxes.setTags((req.params as P).sandboxId, (req.body as SetTagsRequest).tags)),
+  },
+  {
+    method: "GET",
+    url: "/v1/sandboxes/:sandboxId/ready",
+    summary: "Waits until the readiness probe succeeded or timeoutMs (≤ 50 000) passed (ready stays false). 409 without a probe or once finished unready.",
+    auth: true,
+    schema: { params: SandboxParams, querystring: ReadyQuery, response: Sandbox },
+    handler: async (s, req, reply) => {
+      const q = req.query as { timeoutMs?: number };
+      const sb = await s.sandboxes.waitReady((req.params as P).sandboxId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply));
+      return presentSandbox(sb);
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/sandboxes/:sandboxId/events/stream",
+    summary: "Server-sent events: every stored lifecycle event, then new ones as they happen; ends after Finished.",
+    auth: true,
+    schema: { params: SandboxParams, eventStream: true, response: SandboxEvent },
+    handler: async (s, req, reply) => {
+      const { sandboxId } = req.params as P;
+      const events = s.sandboxes.followEvents(sandboxId, abortOnClose(reply));
+      s.sandboxes.get(sandboxId); // 404 before the stream starts
+      async function* present() {
+        for await (const e of events) yield presentEvent(e);
+      }
+      return sendEvents(reply, present(), (e) => e.type);
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/sandboxes/by-name/:appName/:name",
+    summary: "The running sandbox with that name in the app of that name.",
+    auth: true,
+    schema: {
+      params: Type.Object({ appName: Type.String({ maxLength: 256 }), name: Type.String({ maxLength: 256 }) }),
+      response: Sandbox,
+    },
+    handler: async (s, req) => {
+      const { appName, name } = req.params as { appName: string; name: string };
+      return presentSandbox(s.sandboxes.getByName(appName, name));
+    },
+  },
+  {
+    method: "POST",
+    url: "/v1/secrets",
+    summary: "Stores a named secret (encrypted at rest). 409 if it exists, unless overwrite.",
+    auth: true,
+    schema: { body: SecretCreateRequest, response: SecretInfo, status: 201 },
+    handler: async (s, req, reply) => {
+      const b = req.body as SecretCreateRequest;
+      const info = s.secrets.create(b.name, b.env, b.overwrite ?? false);
+      void reply.status(201);
+      return presentSecret(info);
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/secrets",
+    summary: "Secret names and keys; never values.",
+    auth: true,
+    schema: { response: SecretList },
+    handler: async (s) => ({ secrets: s.secrets.list().map(presentSecret) }),
+  },
+  {
+    method: "GET",
+    url: "/v1/secrets/:name",
+    summary: "One secret's name and keys.",
+    auth: true,
+    schema: { params: NameParams, response: SecretInfo },
+    handler: async (s, req) => presentSecret(s.secrets.get((req.params as { name: string }).name)),
+  },
+  {
+    method: "DELETE",
+    url: "/v1/secrets/:name",
+    summary: "Deletes a secret. Running sandboxes keep the values they were given.",
+    auth: true,
+    schema: { params: NameParams, response: Empty },
+    handler: async (s, req) => {
+      s.secrets.delete((req.params as { name: string }).name);
+      return {};
+    },
+  },
+  {
+    method: "POST",
+    url: "/v1/volumes/lookup",
+    summary: "Finds a volume by name, creating it when createIfMissing is set.",
+    auth: true,
+    schema: { body: VolumeLookupRequest, response: Volume },
+    handler: async (s, req) => {
+      const b = req.body as VolumeLookupRequest;
+      return presentVolume(await s.volumes.lookup(b.name, b.createIfMissing ?? false));
+    },
+  },
+  {
+    method: "POST",
+    url: "/v1/volumes/ephemeral",
+    summary: "Creates an ephemeral volume: deleted once the last sandbox mounting it has finished.",
+    auth: true,
+    schema: { response: Volume, status: 201 },
+    handler: async (s, _req, reply) => {
+      const v = await s.volumes.createEphemeral();
+      void reply.status(201);
+      return presentVolume(v);
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/volumes",
+    summary: "All volumes.",
+    auth: true,
+    schema: { response: VolumeList },
+    handler: async (s) => ({ volumes: s.volumes.list().map(presentVolume) }),
+  },
+  {
+    method: "DELETE",
+    url: "/v1/volumes/by-name/:name",
+    summary: "Deletes a named volume and its data. 409 while a running sandbox mounts it.",
+    auth: true,
+    schema: { params: NameParams, response: Empty },
+    handler: async (s, req) => {
+      await s.volumes.deleteByName((req.params as { name: string }).name);
+      return {};
+    },
+  },
+  {
+    method: "DELETE",
+    url: "/v1/volumes/:volumeId",
+    summary: "Deletes a volume by id. 409 while a running sandbox mounts it.",
+    auth: true,
+    schema: { params: Type.Object({ volumeId: Type.String({ maxLength: 64 }) }), response: Empty },
+    handler: async (s, req) => {
+      await s.volumes.delete((req.params as { volumeId: string }).volumeId);
+      return {};
+    },
   },
   {
     method: "POST",

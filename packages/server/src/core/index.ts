@@ -10,6 +10,9 @@
 export { AppService } from "./apps.js";
 export { SandboxService, SANDBOX_DEFAULTS, ENTRY_EXEC_ID, type SandboxServiceDeps } from "./sandboxes.js";
 export { TokenService, hashToken } from "./tokens.js";
+export { SecretService, type SecretInfo } from "./secrets.js";
+export { VolumeService } from "./volumes.js";
+export { Admission, type Capacity, type Reservation } from "./admission.js";
 export { TRANSITIONS, canTransition } from "./lifecycle.js";
 export {
   SbxServerError,

@@ -16,17 +16,99 @@ export interface ResolvedImage {
   imageId: string; // "sha256:<hex>" of the manifest (or of our own base image)
   layers: string[]; // absolute host paths of read-only unpacked layer dirs, base first
   config: ImageConfig;
+  /** config.user resolved against the image's /etc/passwd and /etc/group; absent: root. */
+  user?: ImageUser;
+}
+
+/** Who processes of a sandbox run as (the image's USER). */
+export interface ImageUser {
+  uid: number;
+  gid: number;
+  /** From /etc/passwd; becomes $HOME. */
+  home?: string;
 }
 
 /** Where an image comes from, as the SDK describes it. */
 export type ImageSource =
   | { kind: "registry"; ref: string; auth?: { username: string; password: string } }
   | { kind: "debianSlim"; pythonVersion?: string }
-  | { kind: "id"; imageId: string };
+  | { kind: "id"; imageId: string }
+  | DockerfileSource;
+
+/** `base` plus one layer built from Dockerfile instructions (core/builds.ts). */
+export interface DockerfileSource {
+  kind: "dockerfile";
+  base: ImageSource;
+  commands: string[];
+  /** Set in the image (like ENV) and seen by every RUN. */
+  env: Record<string, string>;
+  /** Seen by RUN only, never stored in the image; their names are part of the cache key. */
+  secretEnv: Record<string, string>;
+  forceBuild: boolean;
+}
+
+export interface ResolveOptions {
+  /** Progress and build output, as text, while it happens. */
+  onLog?: (text: string) => void;
+}
 
 export interface ImageService {
   /** Pulls / builds what is missing (once, shared) and returns the layer dirs. */
-  resolve(source: ImageSource, signal?: AbortSignal): Promise<ResolvedImage>;
+  resolve(source: ImageSource, signal?: AbortSignal, opts?: ResolveOptions): Promise<ResolvedImage>;
+}
+
+/** One image the server holds, with its disk usage. */
+export interface ImageInfo {
+  imageId: string;
+  ref: string | null;
+  source: "registry" | "debianSlim" | "build";
+  parentId: string | null;
+  created: string;
+  config: ImageConfig;
+  layers: { digest: string; diffId: string; blobBytes: number; diskBytes: number; sharedWith: number }[];
+  /** Blob + unpacked bytes of its layers, each layer counted once. */
+  diskBytes: number;
+  /** What removing only this image would free (layers no other image uses). */
+  uniqueBytes: number;
+  /** The results of cached builds are kept by prune. */
+  buildCached: boolean;
+}
+
+export interface PruneResult {
+  removedImages: string[];
+  freedBytes: number;
+}
+
+/**
+ * The image store behind ImageService, as core's build orchestration
+ * (core/builds.ts) and the image API use it. images/ implements it.
+ */
+export interface ImageCatalog extends ImageService {
+  /**
+   * Makes the child of `parentId` with `config`: with `upperDir` (a stopped
+   * sandbox's overlay upper dir, owned by host uids uidBase..uidBase+65535)
+   * captured as one more layer, without it a config-only image. Records it.
+   */
+  commit(
+    req: { parentId: string; config: ImageConfig; history: string; upper?: { dir: string; uidBase: number } },
+    signal?: AbortSignal,
+  ): Promise<ResolvedImage>;
+  /** A layer holding `srcPath` of image `fromId` (merged view) at `destPath`, on top of `parentId`. */
+  commitCopy(
+    req: { parentId: string; fromId: string; srcPath: string; destPath: string; config: ImageConfig; history: string; chown?: ImageUser },
+    signal?: AbortSignal,
+  ): Promise<ResolvedImage>;
+  /** The image id a build cache key maps to, if the image is still complete. */
+  cacheGet(key: string): Promise<string | null>;
+  cachePut(key: string, imageId: string): Promise<void>;
+  /** USER of `layers` (lowest first; may end with a build's upper dir) → ids. */
+  resolveUser(layers: string[], user: string, what: string): Promise<ImageUser>;
+  list(): Promise<ImageInfo[]>;
+  inspect(imageId: string): Promise<ImageInfo>;
+  /** Removes an image unless in `inUse`; then drops blobs and layers no image uses. */
+  remove(imageId: string, inUse: ReadonlySet<string>): Promise<PruneResult>;
+  /** Removes images neither in `inUse` nor kept by the build cache (`all`: cache too), and garbage. */
+  prune(inUse: ReadonlySet<string>, opts: { all: boolean }): Promise<PruneResult>;
 }
 
 /** What the runtime needs to start one sandbox. Already validated. */
@@ -40,7 +122,29 @@ export interface RuntimeSpec {
   memoryLimitBytes: number;
   pidsLimit: number;
   cpuLimit?: number; // cores
+  /** Relative CPU weight: cores requested (cgroup cpu shares = cores × 1024). */
+  cpu?: number;
+  /** Soft memory limit (reservation). */
+  memoryReservationBytes?: number;
   blockNetwork: boolean;
+  /** Host directories bound into the sandbox (volumes), in order. */
+  mounts?: RuntimeMount[];
+}
+
+export interface RuntimeMount {
+  /** Host directory; its files are stored with uid 0-based ownership and idmapped per sandbox. */
+  hostPath: string;
+  containerPath: string;
+  readOnly: boolean;
+}
+
+/** Where volume data lives on the host. */
+export interface VolumeStorage {
+  create(volumeId: string): Promise<void>;
+  /** Removes the volume's data. Idempotent. */
+  remove(volumeId: string): Promise<void>;
+  /** The host directory to mount: the volume's root or a sub path of it (created if missing). */
+  mountSource(volumeId: string, subPath: string | undefined): Promise<string>;
 }
 
 export interface ExecRequest {
@@ -51,6 +155,8 @@ export interface ExecRequest {
   timeoutMs: number; // 0 = none
   stdoutIgnore: boolean;
   stderrIgnore: boolean;
+  /** Run as this uid:gid instead of the image's USER (builds: a USER instruction). */
+  user?: { uid: number; gid: number };
 }
 
 export interface ExitStatus {
@@ -80,6 +186,11 @@ export interface RuntimeSandbox {
   kill(): Promise<void>;
   /** Removes mounts, cgroup, netns, runtime state. Keeps the run dir (outputs). Idempotent. */
   destroy(): Promise<void>;
+  /**
+   * For image builds: the overlay upper dir holding what the sandbox wrote,
+   * and the host uid its root maps to. Read it only after kill(), before destroy().
+   */
+  layerCapture?(): { upperDir: string; uidBase: number };
 }
 
 export interface Backend {
@@ -118,6 +229,8 @@ export interface SandboxRecord {
   /** Epoch ms at which the sandbox's timeout fires. */
   deadlineAt: number;
   finishedAt: string | null;
+  /** When the readiness probe first succeeded. */
+  readyAt: string | null;
 }
 
 export interface StoredSandboxSpec {
@@ -130,6 +243,30 @@ export interface StoredSandboxSpec {
   pidsLimit: number;
   cpuLimit?: number;
   envKeys: string[];
+  idleTimeoutMs?: number;
+  readinessProbe?: ProbeSpec;
+  volumes?: { path: string; volumeId: string; readOnly: boolean; subPath?: string }[];
+  cpu?: number;
+  memoryReservationBytes?: number;
+}
+
+export type ProbeSpec =
+  | { kind: "tcp"; port: number; intervalMs: number }
+  | { kind: "exec"; argv: string[]; intervalMs: number };
+
+export interface SecretRecord {
+  name: string;
+  keys: string[];
+  /** AES-256-GCM: iv (12) | tag (16) | ciphertext of the JSON env. */
+  sealed: Buffer;
+  createdAt: string;
+}
+
+export interface VolumeRecord {
+  volumeId: string;
+  name: string | null;
+  ephemeral: boolean;
+  createdAt: string;
 }
 
 export interface EventRecord {
@@ -169,7 +306,7 @@ export interface Store {
   findActiveByName(appId: string, name: string): SandboxRecord | null;
   updateSandbox(
     sandboxId: string,
-    patch: Partial<Pick<SandboxRecord, "state" | "imageId" | "returncode" | "finishReason" | "finishedAt" | "tags">>,
+    patch: Partial<Pick<SandboxRecord, "state" | "imageId" | "returncode" | "finishReason" | "finishedAt" | "tags" | "readyAt">>,
   ): void;
 
   insertEvent(e: EventRecord): void;
@@ -179,6 +316,24 @@ export interface Store {
   getExec(sandboxId: string, execId: string): ExecRecord | null;
   listRunningExecs(sandboxId: string): ExecRecord[];
   finishExec(sandboxId: string, execId: string, returncode: number, reason: string, finishedAt: string): void;
+
+  insertSecret(s: SecretRecord): void;
+  replaceSecret(s: SecretRecord): void;
+  getSecret(name: string): SecretRecord | null;
+  listSecrets(): SecretRecord[];
+  deleteSecret(name: string): boolean;
+
+  insertVolume(v: VolumeRecord): void;
+  getVolume(volumeId: string): VolumeRecord | null;
+  findVolumeByName(name: string): VolumeRecord | null;
+  listVolumes(): VolumeRecord[];
+  /** Removes the volume and its mount records (the caller checked none is running). */
+  deleteVolume(volumeId: string): void;
+  attachVolumes(sandboxId: string, volumeIds: string[]): void;
+  /** Sandboxes not finished that mount the volume. */
+  activeSandboxesUsingVolume(volumeId: string): string[];
+  /** Volumes mounted by the sandbox. */
+  volumesOfSandbox(sandboxId: string): string[];
 
   close(): void;
 }

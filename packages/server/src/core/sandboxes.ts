@@ -17,25 +17,33 @@ import { assertTransition } from "./lifecycle.js";
 import type {
   Backend,
   EventTypeName,
+  EventRecord,
   ExecRecord,
   ExitStatus,
   FinishReasonName,
   ImageService,
   OutputReader,
+  ProbeSpec,
   RuntimeSandbox,
   SandboxRecord,
   SandboxStateName,
   Store,
   StreamName,
 } from "./ports.js";
-import { resolveSecretEnv } from "./secrets.js";
+import type { SecretService } from "./secrets.js";
+import type { VolumeService } from "./volumes.js";
+import type { Admission, Reservation } from "./admission.js";
+import { DEFAULT_PROBE_INTERVAL_MS, startProbe } from "./probes.js";
 import { storedImageSpec, toImageSource } from "./image-source.js";
-import { validateCreate, validateExec } from "./validate.js";
+import { checkTags, enforce, validateCreate, validateExec } from "./validate.js";
 
 /** Defaults a sandbox gets when the request says nothing. */
 export const SANDBOX_DEFAULTS = {
   memoryLimitMiB: 2048,
   pidsLimit: 1024,
+  /** What a sandbox reserves against the host's capacity when it does not say. */
+  cpuRequest: 0.125,
+  memoryRequestMiB: 128,
 } as const;
 
 /** Return codes of the ways a sandbox can end other than its entrypoint exiting. */
@@ -53,6 +61,13 @@ interface LiveSandbox {
   timers: NodeJS.Timeout[];
   /** Set before sbx kills the sandbox, so the exit watcher records why. */
   ending: { reason: FinishReasonName; code: number } | null;
+  /** Idle tracking: processes started by exec that still run, and the last activity. */
+  activeExecs: Set<string>;
+  lastActivity: number;
+  /** Probe attempts waiting for their exit, by exec id. */
+  probeWaiters: Map<string, (code: number) => void>;
+  probeSeq: number;
+  stopProbe: (() => void) | null;
 }
 
 export interface SandboxServiceDeps {
@@ -60,6 +75,9 @@ export interface SandboxServiceDeps {
   backend: Backend;
   images: ImageService;
   output: OutputReader;
+  secrets: SecretService;
+  volumes: VolumeService;
+  admission: Admission;
   log: (msg: string) => void;
 }
 
@@ -81,7 +99,16 @@ export class SandboxService {
     const { store } = this.deps;
     validateCreate(req);
     if (!store.findApp(req.appId)) throw new NotFoundError(`app ${req.appId} does not exist`);
-    const secretEnv = resolveSecretEnv(req.secrets);
+    const secretEnv = this.deps.secrets.resolveEnv(req.secrets);
+    const volumes = Object.entries(req.volumes ?? {}).map(([path, m]) => {
+      this.deps.volumes.get(m.volumeId);
+      return { path, volumeId: m.volumeId, readOnly: m.readOnly ?? false, ...(m.subPath ? { subPath: m.subPath } : {}) };
+    });
+    const probe = probeSpec(req.readinessProbe);
+    const reservation: Reservation = {
+      cpu: req.cpu ?? SANDBOX_DEFAULTS.cpuRequest,
+      memoryBytes: (req.memoryMiB ?? SANDBOX_DEFAULTS.memoryRequestMiB) * 1024 * 1024,
+    };
     const timeoutMs = req.timeoutMs ?? LIMITS.defaultTimeoutMs;
     const memoryLimitMiB = req.memoryLimitMiB ?? Math.max(req.memoryMiB ?? 0, SANDBOX_DEFAULTS.memoryLimitMiB);
     const createdAt = Date.now();
@@ -100,6 +127,11 @@ export class SandboxService {
         pidsLimit: SANDBOX_DEFAULTS.pidsLimit,
         ...(req.cpuLimit !== undefined ? { cpuLimit: req.cpuLimit } : {}),
         envKeys: [...Object.keys(req.env ?? {}), ...Object.keys(secretEnv)],
+        ...(req.idleTimeoutMs !== undefined ? { idleTimeoutMs: req.idleTimeoutMs } : {}),
+        ...(probe ? { readinessProbe: probe } : {}),
+        ...(volumes.length > 0 ? { volumes } : {}),
+        ...(req.cpu !== undefined ? { cpu: req.cpu } : {}),
+        ...(req.memoryMiB !== undefined ? { memoryReservationBytes: req.memoryMiB * 1024 * 1024 } : {}),
       },
       imageId: null,
       returncode: null,
@@ -108,16 +140,33 @@ export class SandboxService {
       createdAt: new Date(createdAt).toISOString(),
       deadlineAt: createdAt + timeoutMs,
       finishedAt: null,
+      readyAt: null,
     };
     this.insertCreated(record);
 
-    // Admission: one host, no reservation accounting yet, so every sandbox is admitted.
+    try {
+      await this.deps.admission.admit(record.sandboxId, reservation, signal);
+    } catch (err) {
+      await this.finish(record.sandboxId, "failed", 1, err instanceof Error ? err.message : String(err));
+      throw err;
+    }
+    if (this.mustGet(record.sandboxId).state === "finished") {
+      this.deps.admission.release(record.sandboxId);
+      return this.get(record.sandboxId);
+    }
     this.moveTo(record.sandboxId, "scheduled", "Scheduled", "admitted");
 
     let handle: RuntimeSandbox;
     try {
       const image = await this.deps.images.resolve(toImageSource(req.image), signal);
       store.updateSandbox(record.sandboxId, { imageId: image.imageId });
+      const mounts = await Promise.all(
+        volumes.map(async (v) => ({
+          hostPath: await this.deps.volumes.mountSource(v.volumeId, v.subPath),
+          containerPath: v.path,
+          readOnly: v.readOnly,
+        })),
+      );
       handle = await this.deps.backend.create(
         {
           sandboxId: record.sandboxId,
@@ -128,7 +177,10 @@ export class SandboxService {
           memoryLimitBytes: record.spec.memoryLimitBytes,
           pidsLimit: record.spec.pidsLimit,
           ...(req.cpuLimit !== undefined ? { cpuLimit: req.cpuLimit } : {}),
+          ...(req.cpu !== undefined ? { cpu: req.cpu } : {}),
+          ...(record.spec.memoryReservationBytes ? { memoryReservationBytes: record.spec.memoryReservationBytes } : {}),
           blockNetwork: record.spec.blockNetwork,
+          ...(mounts.length > 0 ? { mounts } : {}),
         },
         signal,
       );
@@ -170,6 +222,7 @@ export class SandboxService {
           );
         }
         store.insertSandbox(record);
+        store.attachVolumes(record.sandboxId, (record.spec.volumes ?? []).map((v) => v.volumeId));
         store.insertEvent({ sandboxId: record.sandboxId, type: "Created", at: record.createdAt, reason: null, returncode: null });
       });
     } catch (err) {
@@ -195,11 +248,43 @@ export class SandboxService {
 
   /** Starts watching a running sandbox: its timeout, its end, its processes. */
   private attach(sandboxId: string, handle: RuntimeSandbox, deadlineAt: number): void {
-    const live: LiveSandbox = { handle, timers: [], ending: null };
+    const live: LiveSandbox = {
+      handle,
+      timers: [],
+      ending: null,
+      activeExecs: new Set(),
+      lastActivity: Date.now(),
+      probeWaiters: new Map(),
+      probeSeq: 0,
+      stopProbe: null,
+    };
     this.live.set(sandboxId, live);
+    const rec = this.mustGet(sandboxId);
+    for (const e of this.deps.store.listRunningExecs(sandboxId)) {
+      if (e.execId !== ENTRY_EXEC_ID) live.activeExecs.add(e.execId);
+    }
     live.timers.push(
       setTimeout(() => void this.end(sandboxId, "timeout"), Math.max(0, deadlineAt - Date.now())),
     );
+    const idleMs = rec.spec.idleTimeoutMs;
+    if (idleMs !== undefined) {
+      const check = setInterval(() => {
+        if (live.activeExecs.size === 0 && Date.now() - live.lastActivity >= idleMs) void this.end(sandboxId, "idle-timeout");
+      }, Math.min(1000, Math.max(50, idleMs / 10)));
+      live.timers.push(check);
+    }
+    const probe = rec.spec.readinessProbe;
+    if (probe && rec.readyAt === null) {
+      live.stopProbe = startProbe(
+        probe,
+        {
+          attempt: (argv, timeoutMs) => this.probeAttempt(sandboxId, live, argv, timeoutMs),
+          onReady: () => this.markReady(sandboxId),
+          log: (msg) => this.deps.log(`sandbox ${sandboxId}: ${msg}`),
+        },
+        Date.parse(rec.createdAt),
+      );
+    }
     handle.onExecExit((execId, status) => this.recordExecExit(sandboxId, execId, status));
     handle.waitExit().then(
       ({ code, oom }) => {
@@ -213,8 +298,44 @@ export class SandboxService {
   }
 
   private recordExecExit(sandboxId: string, execId: string, status: ExitStatus): void {
+    const live = this.live.get(sandboxId);
+    const probeWaiter = live?.probeWaiters.get(execId);
+    if (probeWaiter) {
+      live!.probeWaiters.delete(execId);
+      probeWaiter(status.code);
+      return;
+    }
+    if (live?.activeExecs.delete(execId)) live.lastActivity = Date.now();
     this.deps.store.finishExec(sandboxId, execId, status.code, status.reason, now());
     this.changes.emit(`exec:${sandboxId}:${execId}`);
+  }
+
+  /** One probe attempt: an exec the user never sees (not stored, not activity). */
+  private probeAttempt(sandboxId: string, live: LiveSandbox, argv: string[], timeoutMs: number): Promise<number> {
+    const execId = `probe-${++live.probeSeq}`;
+    return new Promise<number>((resolve, reject) => {
+      live.probeWaiters.set(execId, resolve);
+      live.handle
+        .exec({ execId, argv, env: {}, timeoutMs, stdoutIgnore: true, stderrIgnore: true })
+        .catch((err: unknown) => {
+          live.probeWaiters.delete(execId);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        });
+    });
+  }
+
+  private markReady(sandboxId: string): void {
+    const { store } = this.deps;
+    let marked = false;
+    store.transaction(() => {
+      const rec = store.getSandbox(sandboxId);
+      if (!rec || rec.state !== "started" || rec.readyAt !== null) return;
+      const at = now();
+      store.updateSandbox(sandboxId, { readyAt: at });
+      store.insertEvent({ sandboxId, type: "Ready", at, reason: null, returncode: null });
+      marked = true;
+    });
+    if (marked) this.changes.emit(`sandbox:${sandboxId}`);
   }
 
   /** Kills a running sandbox for `reason`; the exit watcher then records it. */
@@ -253,10 +374,17 @@ export class SandboxService {
     const live = this.live.get(sandboxId);
     this.live.delete(sandboxId);
     for (const t of live?.timers ?? []) clearTimeout(t);
+    live?.stopProbe?.();
+    for (const waiter of live?.probeWaiters.values() ?? []) waiter(-1);
+    this.deps.admission.release(sandboxId);
+    this.deps.admission.cancel(sandboxId);
     this.changes.emit(`sandbox:${sandboxId}`);
     for (const e of running) this.changes.emit(`exec:${sandboxId}:${e.execId}`);
     const cleanup = live ? live.handle.destroy() : this.deps.backend.cleanup(sandboxId);
     await cleanup.catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: cleanup failed: ${String(err)}`));
+    await this.deps.volumes
+      .releaseSandbox(sandboxId)
+      .catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: releasing its volumes failed: ${String(err)}`));
   }
 
   // ---- queries and control --------------------------------------------------
@@ -315,6 +443,57 @@ export class SandboxService {
     return this.mustGet(sandboxId);
   }
 
+  /** Resolves once the readiness probe succeeded, or after timeoutMs with ready still false. */
+  async waitReady(sandboxId: string, timeoutMs: number, signal?: AbortSignal): Promise<SandboxRecord> {
+    const rec = this.mustGet(sandboxId);
+    if (!rec.spec.readinessProbe) {
+      throw new FailedPreconditionError(
+        `sandbox ${sandboxId} has no readiness probe; pass readinessProbe (Probe.withTcp or Probe.withExec) to sandboxes.create`,
+      );
+    }
+    const done = await this.waitFor(`sandbox:${sandboxId}`, () => {
+      const r = this.mustGet(sandboxId);
+      return r.readyAt !== null || r.state === "finished" ? r : null;
+    }, timeoutMs, signal);
+    const r = done ?? this.mustGet(sandboxId);
+    if (r.readyAt === null && r.state === "finished") {
+      throw new FailedPreconditionError(`sandbox ${sandboxId} finished (${r.finishReason}) before it was ready`);
+    }
+    return r;
+  }
+
+  setTags(sandboxId: string, tags: Record<string, string>): SandboxRecord {
+    enforce([{ field: "tags", problem: checkTags(tags) }]);
+    this.mustGet(sandboxId);
+    this.deps.store.updateSandbox(sandboxId, { tags });
+    return this.mustGet(sandboxId);
+  }
+
+  /** The running sandbox with that name in the app named appName. */
+  getByName(appName: string, name: string): SandboxRecord {
+    const app = this.deps.store.findAppByName(appName);
+    if (!app) throw new NotFoundError(`app "${appName}" does not exist`);
+    const rec = this.deps.store.findActiveByName(app.appId, name);
+    if (!rec) throw new NotFoundError(`no running sandbox named "${name}" in app "${appName}"`);
+    return rec;
+  }
+
+  /** Every stored event, then new ones as they are recorded; ends after Finished. */
+  async *followEvents(sandboxId: string, signal: AbortSignal): AsyncGenerator<EventRecord> {
+    this.mustGet(sandboxId);
+    let sent = 0;
+    for (;;) {
+      const events = this.deps.store.listEvents(sandboxId);
+      for (; sent < events.length; sent++) yield events[sent]!;
+      if (events.some((e) => e.type === "Finished") || signal.aborted) return;
+      try {
+        await once(this.changes, `sandbox:${sandboxId}`, { signal });
+      } catch {
+        return;
+      }
+    }
+  }
+
   // ---- processes ------------------------------------------------------------
 
   private requireLive(sandboxId: string): LiveSandbox {
@@ -332,7 +511,7 @@ export class SandboxService {
   async exec(sandboxId: string, req: ExecRequest): Promise<ExecRecord> {
     validateExec(req);
     const live = this.requireLive(sandboxId);
-    const secretEnv = resolveSecretEnv(req.secrets);
+    const secretEnv = this.deps.secrets.resolveEnv(req.secrets);
     const record: ExecRecord = {
       execId: newId("ex"),
       sandboxId,
@@ -343,6 +522,8 @@ export class SandboxService {
       finishedAt: null,
     };
     this.deps.store.insertExec(record);
+    live.activeExecs.add(record.execId);
+    live.lastActivity = Date.now();
     try {
       await live.handle.exec({
         execId: record.execId,
@@ -355,6 +536,7 @@ export class SandboxService {
       });
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
+      live.activeExecs.delete(record.execId);
       this.deps.store.finishExec(sandboxId, record.execId, 1, "failed", now());
       if (this.mustGet(sandboxId).state === "finished") {
         throw new FailedPreconditionError(`sandbox ${sandboxId} finished while the command was being started`);
@@ -398,6 +580,7 @@ export class SandboxService {
     this.requireRunningExec(sandboxId, execId);
     const end = offset + data.length;
     const deadline = Date.now() + 10_000;
+    live.lastActivity = Date.now();
     let acked = await this.agentCall(() => live.handle.writeStdin(execId, offset, data));
     // The agent buffers at most 1 MiB per process; hand it the rest as the process reads.
     while (acked < end && Date.now() < deadline) {
@@ -410,7 +593,7 @@ export class SandboxService {
 
   async closeStdin(sandboxId: string, execId: string): Promise<void> {
     const live = this.requireLive(sandboxId);
-    this.requireRunningExec(sandboxId, execId);
+    if (this.getExec(sandboxId, execId).returncode !== null) return; // closing is idempotent
     await this.agentCall(() => live.handle.closeStdin(execId));
   }
 
@@ -480,6 +663,10 @@ export class SandboxService {
         lost++;
         continue;
       }
+      this.deps.admission.restore(rec.sandboxId, {
+        cpu: rec.spec.cpu ?? SANDBOX_DEFAULTS.cpuRequest,
+        memoryBytes: rec.spec.memoryReservationBytes ?? SANDBOX_DEFAULTS.memoryRequestMiB * 1024 * 1024,
+      });
       this.attach(rec.sandboxId, handle, rec.deadlineAt);
       for (const e of store.listRunningExecs(rec.sandboxId)) {
         const status = await output.exitStatus(rec.sandboxId, e.execId);
@@ -497,6 +684,12 @@ export class SandboxService {
     for (const live of this.live.values()) for (const t of live.timers) clearTimeout(t);
     this.live.clear();
   }
+}
+
+function probeSpec(p: SandboxCreateRequest["readinessProbe"]): ProbeSpec | undefined {
+  if (!p) return undefined;
+  const intervalMs = p.intervalMs ?? DEFAULT_PROBE_INTERVAL_MS;
+  return p.kind === "tcp" ? { kind: "tcp", port: p.port, intervalMs } : { kind: "exec", argv: p.argv, intervalMs };
 }
 
 function hasTags(have: Record<string, string>, want: Record<string, string>): boolean {

@@ -80,9 +80,21 @@ function checkPositive(value: number | undefined, max: number, unit: string): st
   return null;
 }
 
-function checkTags(tags: Record<string, string> | undefined): string | null {
+export function checkTags(tags: Record<string, string> | undefined): string | null {
   if (tags === undefined) return null;
   if (Object.keys(tags).length > LIMITS.maxTags) return `at most ${LIMITS.maxTags} tags`;
+  return null;
+}
+
+const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+function checkCidrs(cidrs: string[]): string | null {
+  for (const c of cidrs) {
+    const m = CIDR_RE.exec(c);
+    if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
+      return `entry "${c}" is not an IPv4 CIDR like 10.0.0.0/8`;
+    }
+  }
   return null;
 }
 
@@ -112,6 +124,37 @@ export function validateCreate(req: SandboxCreateRequest): void {
       `memoryLimitMiB (${req.memoryLimitMiB}) must be at least memoryMiB (${req.memoryMiB})`,
       { details: { field: "memoryLimitMiB" } },
     );
+  }
+  const networkFields = (["encryptedPorts", "unencryptedPorts", "h2Ports", "outboundCidrAllowlist", "inboundCidrAllowlist"] as const)
+    .filter((f) => req[f] !== undefined && req[f]!.length > 0);
+  if (req.blockNetwork && networkFields.length > 0) {
+    throw new InvalidArgumentError(`${networkFields[0]} cannot be combined with blockNetwork: a sandbox without a network has no ports or allowlists`, {
+      details: { field: networkFields[0] },
+    });
+  }
+  for (const f of networkFields) {
+    const problem = f.endsWith("CidrAllowlist") ? checkCidrs(req[f] as string[]) : null;
+    if (problem) throw new InvalidArgumentError(`${f} ${problem}`, { details: { field: f } });
+    throw new InvalidArgumentError(`${f} is not supported by this server yet (tunnels and allowlists come later)`, {
+      details: { field: f },
+    });
+  }
+  if (req.pty) throw new InvalidArgumentError("pty is not supported by this server yet", { details: { field: "pty" } });
+  if (req.readinessProbe?.kind === "exec") {
+    enforce([{ field: "readinessProbe.argv", problem: checkArgv(req.readinessProbe.argv) }]);
+  }
+  const seen = new Set<string>();
+  for (const [path, mount] of Object.entries(req.volumes ?? {})) {
+    const problem = checkWorkdir(path) ?? (path === "/" ? "must not be / itself" : null);
+    if (problem) throw new InvalidArgumentError(`volumes["${path}"]: the mount path ${problem}`, { details: { field: "volumes" } });
+    if (seen.has(path)) throw new InvalidArgumentError(`volumes: ${path} is given twice`, { details: { field: "volumes" } });
+    seen.add(path);
+    const sub = mount.subPath;
+    if (sub !== undefined && (sub.startsWith("/") || sub.split("/").some((x) => x === ".." || x === ".") || sub.includes("\0"))) {
+      throw new InvalidArgumentError(`volumes["${path}"].subPath must be a relative path without "." or ".." (got "${sub}")`, {
+        details: { field: "volumes" },
+      });
+    }
   }
   if (req.cpu !== undefined && req.cpuLimit !== undefined && req.cpuLimit < req.cpu) {
     throw new InvalidArgumentError(`cpuLimit (${req.cpuLimit}) must be at least cpu (${req.cpu})`, {

@@ -11,6 +11,21 @@ const MAX_META = 1 << 20; // GNU long names / pax headers
 
 export class UnsafeTarError extends Error {}
 
+/** Bounds on one layer, checked while it streams (a gzip bomb stops at maxBytes). */
+export interface TarLimits {
+  /** Uncompressed bytes of the whole archive. */
+  maxBytes: number;
+  /** Members (files, dirs, links…). */
+  maxEntries: number;
+}
+
+export const DEFAULT_TAR_LIMITS: TarLimits = { maxBytes: 64 * 1024 ** 3, maxEntries: 2_000_000 };
+
+/** "./a//b/" → ["a", "b"]: a member name as path components. */
+function components(name: Buffer): string[] {
+  return name.toString("latin1").split("/").filter((c) => c !== "" && c !== ".");
+}
+
 function cstr(buf: Buffer, off: number, len: number): Buffer {
   const s = buf.subarray(off, off + len);
   const nul = s.indexOf(0);
@@ -68,6 +83,11 @@ function parsePax(data: Buffer): Map<string, Buffer> {
   return out;
 }
 
+function octalField(buf: Buffer, off: number, len: number, v: number): void {
+  buf.write(v.toString(8).padStart(len - 1, "0"), off, len - 1, "latin1");
+  buf[off + len - 1] = 0;
+}
+
 /** Throws when a member name is absolute or has a ".." component. */
 export function checkMemberName(name: Buffer | string, what = "member"): void {
   const s = typeof name === "string" ? name : name.toString("latin1");
@@ -77,10 +97,29 @@ export function checkMemberName(name: Buffer | string, what = "member"): void {
 
 /**
  * Pass-through transform over an uncompressed tar stream. Parses every header
- * and errors (without forwarding that header) on unsafe names; computes the
- * sha256 of all input bytes (`digest()` after the stream ends).
+ * and errors (without forwarding that header) on:
+ *   - absolute names or ".." components (names, hard link targets);
+ *   - a member whose path goes through a symlink of this archive ("a" → "/etc"
+ *     then "a/passwd"): each layer unpacks into its own empty dir, so only the
+ *     archive's own symlinks could lead outside it;
+ *   - device nodes (char / block): no image needs them, the runtime makes /dev;
+ *   - more than `limits` bytes or members.
+ * Setuid / setgid bits are cleared in the forwarded header (sandboxes run with
+ * no_new_privs, so they could only matter to a process outside). The sha256
+ * is computed over the original input bytes (`digest()` after the stream ends).
  */
 export class TarChecker extends Transform {
+  private readonly limits: TarLimits;
+  private readonly symlinks = new Set<string>();
+  private total = 0;
+  /** setuid/setgid bits cleared so far. */
+  strippedSetuid = 0;
+
+  constructor(limits: TarLimits = DEFAULT_TAR_LIMITS) {
+    super();
+    this.limits = limits;
+  }
+
   private readonly hash: Hash = createHash("sha256");
   private mode: "header" | "meta" | "data" | "drain" = "header";
   private hbuf: Buffer[] = [];
@@ -104,6 +143,10 @@ export class TarChecker extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
       this.hash.update(chunk);
+      this.total += chunk.length;
+      if (this.total > this.limits.maxBytes) {
+        throw new UnsafeTarError(`layer is larger than ${this.limits.maxBytes} bytes uncompressed`);
+      }
       this.consume(chunk);
       cb();
     } catch (e) {
@@ -181,8 +224,8 @@ export class TarChecker extends Transform {
     this.seenZero = false;
     this.zeroRun = 0;
     const type = String.fromCharCode(h[156]!);
-    const size = parseNumeric(h, 124, 12);
-    const padded = Math.ceil(size / BLOCK) * BLOCK;
+    let size = parseNumeric(h, 124, 12);
+    let padded = Math.ceil(size / BLOCK) * BLOCK;
     if (type === "L" || type === "K" || type === "x" || type === "g") {
       if (size > MAX_META) throw new UnsafeTarError(`tar meta header too large (${size} bytes)`);
       this.push(h);
@@ -196,6 +239,13 @@ export class TarChecker extends Transform {
     if (type === "S" || type === "M" || type === "V") {
       throw new UnsafeTarError(`unsupported tar member type ${JSON.stringify(type)}`);
     }
+    const paxSize = this.pending.pax?.get("size");
+    if (paxSize !== undefined) {
+      const n = Number(paxSize.toString("latin1"));
+      if (!Number.isSafeInteger(n) || n < 0) throw new UnsafeTarError("bad pax size");
+      size = n;
+      padded = Math.ceil(size / BLOCK) * BLOCK;
+    }
     const magic = h.subarray(257, 263).toString("latin1");
     let name = cstr(h, 0, 100);
     if (magic === "ustar\0") {
@@ -208,14 +258,45 @@ export class TarChecker extends Transform {
     if (p.pax?.has("path")) names.push(p.pax.get("path")!);
     if (p.pax?.has("GNU.sparse.name")) names.push(p.pax.get("GNU.sparse.name")!);
     for (const n of names) checkMemberName(n);
+    // GNU tar uses the last of: header name, GNU long name, pax path.
+    const effective = p.pax?.get("path") ?? p.longName ?? name;
+    const parts = components(effective);
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join("/");
+      if (this.symlinks.has(prefix)) {
+        throw new UnsafeTarError(`member ${JSON.stringify(effective.toString("latin1"))} goes through the symlink ${JSON.stringify(prefix)} of the same layer`);
+      }
+    }
+    if (type === "3" || type === "4") {
+      throw new UnsafeTarError(`member ${JSON.stringify(effective.toString("latin1"))} is a device node`);
+    }
     if (type === "1") {
       const links = [cstr(h, 157, 100)];
       if (p.longLink) links.push(p.longLink);
       if (p.pax?.has("linkpath")) links.push(p.pax.get("linkpath")!);
       for (const l of links) checkMemberName(l, "hard link target");
+      const target = components(p.pax?.get("linkpath") ?? p.longLink ?? links[0]!);
+      for (let i = 1; i <= target.length; i++) {
+        if (this.symlinks.has(target.slice(0, i).join("/")) && i < target.length) {
+          throw new UnsafeTarError(`hard link target ${JSON.stringify(target.join("/"))} goes through a symlink of the same layer`);
+        }
+      }
+    }
+    if (type === "2") this.symlinks.add(parts.join("/"));
+    if (++this.entries > this.limits.maxEntries) throw new UnsafeTarError(`layer has more than ${this.limits.maxEntries} members`);
+    // Clear setuid/setgid (mode field, octal) and fix the checksum.
+    const mode = parseNumeric(h, 100, 8);
+    if ((mode & 0o6000) !== 0 && type !== "5") {
+      h = Buffer.from(h);
+      octalField(h, 100, 8, mode & ~0o6000);
+      h.fill(0x20, 148, 156);
+      let sum = 0;
+      for (const b of h) sum += b;
+      octalField(h, 148, 7, sum);
+      h[155] = 0x20;
+      this.strippedSetuid++;
     }
     this.pending = {};
-    this.entries++;
     this.push(h);
     this.remaining = padded;
     this.mode = padded > 0 ? "data" : "header";
@@ -298,25 +379,47 @@ function paxRecord(key: string, value: Buffer): Buffer {
   return Buffer.concat([Buffer.from(String(len)), body]);
 }
 
+const MAX_OCTAL_SIZE = 8 ** 11 - 1;
+
+/**
+ * The header block(s) of one member whose data (`size` bytes, regular files
+ * only) the caller writes next, followed by `tarPadding(size)`. Long or
+ * non-ASCII names and sizes of 8 GiB or more get a pax header.
+ */
+export function tarHeader(e: Omit<TarEntry, "data">, size: number): Buffer {
+  const name = Buffer.isBuffer(e.name) ? e.name : Buffer.from(e.name, "utf8");
+  const link = Buffer.from(e.linkname ?? "", "utf8");
+  const needPax = (b: Buffer) => b.length >= 100 || b.some((c) => c > 0x7e);
+  const parts: Buffer[] = [];
+  const recs: Buffer[] = [];
+  if (needPax(name)) recs.push(paxRecord("path", name));
+  if (needPax(link)) recs.push(paxRecord("linkpath", link));
+  if (size > MAX_OCTAL_SIZE) recs.push(paxRecord("size", Buffer.from(String(size))));
+  if (recs.length > 0) {
+    const body = Buffer.concat(recs);
+    parts.push(rawHeader(Buffer.from("PaxHeader"), "x", body.length, { mode: 0o644 }, Buffer.alloc(0)), body, pad(body.length));
+  }
+  const defMode = e.type === "dir" ? 0o755 : e.type === "symlink" ? 0o777 : 0o644;
+  parts.push(rawHeader(name, TYPEFLAG[e.type], size > MAX_OCTAL_SIZE ? 0 : size, { ...e, mode: e.mode ?? defMode }, link));
+  return Buffer.concat(parts);
+}
+
+/** Zero padding after `size` bytes of member data. */
+export function tarPadding(size: number): Buffer {
+  return pad(size);
+}
+
+/** The end-of-archive marker. */
+export const TAR_END = Buffer.alloc(BLOCK * 2);
+
 /** Serializes entries (ustar + pax headers for long or non-ASCII names) with the end marker. */
 export function writeTar(entries: TarEntry[]): Buffer {
   const parts: Buffer[] = [];
   for (const e of entries) {
-    const name = Buffer.isBuffer(e.name) ? e.name : Buffer.from(e.name, "utf8");
-    const link = Buffer.from(e.linkname ?? "", "utf8");
     const data = e.type === "file" ? (Buffer.isBuffer(e.data) ? e.data : Buffer.from(e.data ?? "", "utf8")) : Buffer.alloc(0);
-    const needPax = (b: Buffer) => b.length >= 100 || b.some((c) => c > 0x7e);
-    if (needPax(name) || needPax(link)) {
-      const recs: Buffer[] = [];
-      if (needPax(name)) recs.push(paxRecord("path", name));
-      if (needPax(link)) recs.push(paxRecord("linkpath", link));
-      const body = Buffer.concat(recs);
-      parts.push(rawHeader(Buffer.from("PaxHeader"), "x", body.length, { mode: 0o644 }, Buffer.alloc(0)), body, pad(body.length));
-    }
-    const defMode = e.type === "dir" ? 0o755 : e.type === "symlink" ? 0o777 : 0o644;
-    parts.push(rawHeader(name, TYPEFLAG[e.type], data.length, { ...e, mode: e.mode ?? defMode }, link));
+    parts.push(tarHeader(e, data.length));
     if (data.length) parts.push(data, pad(data.length));
   }
-  parts.push(Buffer.alloc(BLOCK * 2));
+  parts.push(TAR_END);
   return Buffer.concat(parts);
 }

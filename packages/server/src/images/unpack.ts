@@ -1,9 +1,13 @@
-// Layer unpacking: a layer blob (gzip or plain tar) is extracted ONCE into
+// Layer unpacking: a layer blob (gzip, zstd or plain tar) is extracted ONCE into
 // <root>/sha256/<hex>/ (hex of the diff id when known, else of the blob
 // digest), via a temp dir beside it and a rename, so an existing dir is always
 // complete. GNU tar (as root) does the extraction, fed through TarChecker,
-// which refuses absolute / ".." member names before tar sees them and hashes
-// the uncompressed stream to verify the diff id. OCI whiteouts are then turned
+// which refuses unsafe members before tar sees them (absolute or ".." names,
+// paths through the layer's own symlinks, device nodes; see tar.ts), clears
+// setuid/setgid bits, bounds size and member count, and hashes the
+// uncompressed stream to verify the diff id. GNU tar itself also defers
+// symlinks with absolute or ".." targets to the end of extraction, so no
+// member is ever written through one. OCI whiteouts are then turned
 // into overlayfs form with two batched processes per layer at most:
 //   .wh.NAME      → removed; char device 0/0 NAME created (one `tar -x` of a
 //                   generated archive holding all the device nodes)
@@ -22,7 +26,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { digestHex } from "./content-store.js";
 import { DigestMismatchError, LayerUnpackError } from "./errors.js";
-import { TarChecker, UnsafeTarError, writeTar, type TarEntry } from "./tar.js";
+import { DEFAULT_TAR_LIMITS, TarChecker, UnsafeTarError, writeTar, type TarEntry, type TarLimits } from "./tar.js";
 
 export interface UnpackRequest {
   /** Blob file in the content store. */
@@ -37,6 +41,8 @@ export interface UnpackRequest {
 
 export interface UnpackOptions {
   log?: (msg: string) => void;
+  /** Per-layer bounds (uncompressed bytes, members); default DEFAULT_TAR_LIMITS. */
+  limits?: TarLimits;
 }
 
 const WH_PREFIX = Buffer.from(".wh.");
@@ -166,11 +172,13 @@ export async function convertWhiteouts(dir: string, signal?: AbortSignal): Promi
 export class LayerUnpacker {
   readonly root: string;
   private readonly log: (msg: string) => void;
+  private readonly limits: TarLimits;
   private readonly inflight = new Map<string, Promise<string>>();
 
   constructor(root: string, opts: UnpackOptions = {}) {
     this.root = root;
     this.log = opts.log ?? (() => {});
+    this.limits = opts.limits ?? DEFAULT_TAR_LIMITS;
   }
 
   /** The directory a layer with this key (diff id or blob digest) unpacks to. */
@@ -223,12 +231,12 @@ export class LayerUnpacker {
     const tmp = path.join(base, `.tmp-${path.basename(dir).slice(0, 16)}-${process.pid}-${randomBytes(4).toString("hex")}`);
     await fsp.mkdir(tmp, { mode: 0o755 });
     try {
+      // The compression is told by the content, not the media type: gzip,
+      // zstd (Debian's zstd binary: Node 20 has no zstd) or a plain tar.
       const magic = await readMagic(req.blobPath);
       const gz = magic.length >= 2 && magic[0] === 0x1f && magic[1] === 0x8b;
-      if (magic.length >= 4 && magic.readUInt32LE(0) === 0xfd2fb528) {
-        throw new LayerUnpackError(`${req.what}: layer ${req.blobDigest} is zstd-compressed, which is not supported`);
-      }
-      const checker = new TarChecker();
+      const zstd = magic.length >= 4 && magic.readUInt32LE(0) === 0xfd2fb528;
+      const checker = new TarChecker(this.limits);
       const tar = spawn(
         "tar",
         ["-x", "--numeric-owner", "-p", "--xattrs", "--xattrs-include=*", "--xattrs-exclude=trusted.overlay.*", "-f", "-", "-C", tmp],
@@ -246,16 +254,37 @@ export class LayerUnpacker {
           resolve({ code: -1, sig: null });
         });
       });
-      const src = createReadStream(req.blobPath);
       let streamErr: unknown;
+      let zstdErr = "";
+      let zstdExit: Promise<number | null> = Promise.resolve(0);
       try {
-        if (gz) await pipeline(src, createGunzip(), checker, tar.stdin, { signal });
-        else await pipeline(src, checker, tar.stdin, { signal });
+        if (zstd) {
+          const z = spawn("zstd", ["-d", "-c", "-q", "--", req.blobPath], { stdio: ["ignore", "pipe", "pipe"] });
+          z.stderr.setEncoding("utf8");
+          z.stderr.on("data", (d: string) => (zstdErr = (zstdErr + d).slice(-4096)));
+          zstdExit = new Promise((resolve) => {
+            z.on("close", (c) => resolve(c));
+            z.on("error", (e) => {
+              zstdErr += e.message;
+              resolve(-1);
+            });
+          });
+          try {
+            await pipeline(z.stdout, checker, tar.stdin, { signal });
+          } finally {
+            if (z.exitCode === null) z.kill("SIGKILL");
+          }
+        } else if (gz) await pipeline(createReadStream(req.blobPath), createGunzip(), checker, tar.stdin, { signal });
+        else await pipeline(createReadStream(req.blobPath), checker, tar.stdin, { signal });
       } catch (e) {
         streamErr = e;
         tar.kill("SIGKILL");
       }
       const { code, sig } = await exited;
+      const zcode = await zstdExit;
+      if (!streamErr && zcode !== 0) {
+        throw new LayerUnpackError(`${req.what}: cannot decompress zstd layer ${req.blobDigest}: ${zstdErr.trim() || `zstd exit ${zcode}`}`);
+      }
       if (streamErr instanceof UnsafeTarError) {
         throw new LayerUnpackError(`${req.what}: refusing layer ${req.blobDigest}: ${streamErr.message}`);
       }
@@ -283,7 +312,8 @@ export class LayerUnpacker {
         throw e;
       }
       this.log(
-        `unpacked layer ${req.blobDigest.slice(0, 19)} (${checker.entries} entries, ${wh.whiteouts} whiteouts, ${wh.opaque} opaque dirs) in ${Date.now() - started} ms`,
+        `unpacked layer ${req.blobDigest.slice(0, 19)} (${checker.entries} entries, ${wh.whiteouts} whiteouts, ${wh.opaque} opaque dirs` +
+          `${checker.strippedSetuid ? `, setuid/setgid cleared on ${checker.strippedSetuid}` : ""}) in ${Date.now() - started} ms`,
       );
       return dir;
     } catch (e) {

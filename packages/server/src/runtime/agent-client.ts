@@ -39,6 +39,8 @@ export interface AgentExec {
   argv: string[];
   env: Record<string, string>;
   cwd?: string;
+  /** Run as this uid:gid (supplementary groups: gid only); default: the agent's --user, else root. */
+  user?: { uid: number; gid: number };
   timeoutMs?: number;
   stdoutNull?: boolean;
   stderrNull?: boolean;
@@ -293,6 +295,7 @@ export class AgentClient {
     for (const [k, v] of Object.entries(e.env)) fields.push([Tag.ENV, `${k}=${v}`]);
     if (e.cwd) fields.push([Tag.CWD, e.cwd]);
     if (e.timeoutMs) fields.push([Tag.TIMEOUT_MS, e.timeoutMs]);
+    if (e.user) fields.push([Tag.UID, e.user.uid], [Tag.GID, e.user.gid]);
     const flags = (e.stdoutNull ? Flags.STDOUT_NULL : 0) | (e.stderrNull ? Flags.STDERR_NULL : 0);
     if (flags) fields.push([Tag.FLAGS, flags]);
     const ok = await this.request(MsgType.EXEC, fields);

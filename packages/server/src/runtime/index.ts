@@ -23,6 +23,7 @@
 
 export { parseExit } from "./exit-file.js";
 export { FileOutputReader } from "./output-reader.js";
+export { LocalVolumeStorage } from "./volume-store.js";
 export { createLocalBackend, type LocalBackendOptions, type CreateTimings, type LocalSandbox } from "./local-backend.js";
 export { toOciSpec, type OciSpecInput, type OciHostInfo, type OciSpec } from "./oci-spec.js";
 export { seccompProfile, type SeccompProfile } from "./seccomp.js";

@@ -15,6 +15,7 @@ import { AgentClient } from "./agent-client.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { parseExit } from "./exit-file.js";
+import { mountVolumes } from "./volume-mounts.js";
 import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
 import {
   claimSlot,
@@ -162,6 +163,11 @@ class LocalSandbox implements RuntimeSandbox {
     return this.state.address;
   }
 
+  /** Image builds (core/builds.ts) capture the upper dir as a layer after kill(). */
+  layerCapture(): { upperDir: string; uidBase: number } {
+    return { upperDir: this.paths.upper, uidBase: this.state.uidBase };
+  }
+
   private emit(execId: string, st: ExitStatus): void {
     for (const l of this.listeners) {
       const seen = this.delivered.get(l)!;
@@ -208,6 +214,7 @@ class LocalSandbox implements RuntimeSandbox {
       timeoutMs: req.timeoutMs,
       stdoutNull: req.stdoutIgnore,
       stderrNull: req.stderrIgnore,
+      ...(req.user ? { user: req.user } : {}),
     });
   }
 
@@ -414,6 +421,7 @@ class LocalBackend implements Backend {
       undo.push(() => unmountAll(p.dir));
       timings.idmapMs = m.idmapMs;
       timings.overlayMs = m.overlayMs;
+      const volumes = await mountVolumes(p, spec.mounts ?? [], state.uidBase, this.idmapPath);
       signal?.throwIfAborted();
 
       const tb = performance.now();
@@ -435,11 +443,15 @@ class LocalBackend implements Backend {
           hostname,
           ...(spec.command ? { command: spec.command } : {}),
           image: spec.image.config,
+          ...(spec.image.user ? { user: spec.image.user } : {}),
           env: spec.env,
           ...(spec.workdir ? { workdir: spec.workdir } : {}),
           memoryLimitBytes: spec.memoryLimitBytes,
           pidsLimit: spec.pidsLimit,
           ...(spec.cpuLimit ? { cpuLimit: spec.cpuLimit } : {}),
+          ...(spec.cpu ? { cpu: spec.cpu } : {}),
+          ...(spec.memoryReservationBytes ? { memoryReservationBytes: spec.memoryReservationBytes } : {}),
+          ...(volumes.length > 0 ? { volumes } : {}),
         },
         {
           rootfsPath: p.rootfs,

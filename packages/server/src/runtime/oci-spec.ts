@@ -123,11 +123,18 @@ export interface OciSpecInput {
   /** Entrypoint argv, run by the agent as exec "entry"; none = the agent idles. */
   command?: string[];
   image: ImageConfig;
+  /** The image's USER, resolved: the agent runs the entrypoint and execs as it (--user). */
+  user?: { uid: number; gid: number; home?: string };
   env: Record<string, string>;
   workdir?: string;
   memoryLimitBytes: number;
   pidsLimit: number;
   cpuLimit?: number;
+  /** Relative CPU weight in cores (cgroup cpu shares = cores × 1024). */
+  cpu?: number;
+  memoryReservationBytes?: number;
+  /** Volumes: host sources (already idmapped for this sandbox) → container paths. */
+  volumes?: { source: string; destination: string; readOnly: boolean }[];
 }
 
 /** Host-side facts: paths, id range, what the host supports. */
@@ -190,6 +197,7 @@ export interface OciSpec {
 
 export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
   const args = [IN_SANDBOX.agent, "--run-dir", IN_SANDBOX.runDir];
+  if (input.user) args.push("--user", `${input.user.uid}:${input.user.gid}`);
   if (input.command && input.command.length > 0) args.push("--", ...input.command);
 
   const caps = [...CAPABILITIES];
@@ -200,9 +208,14 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
     memory,
     pids: { limit: input.pidsLimit },
   };
+  const cpu: Record<string, number> = {};
   if (input.cpuLimit !== undefined && input.cpuLimit > 0) {
-    resources.cpu = { quota: Math.max(1000, Math.round(input.cpuLimit * CPU_PERIOD_US)), period: CPU_PERIOD_US };
+    cpu.quota = Math.max(1000, Math.round(input.cpuLimit * CPU_PERIOD_US));
+    cpu.period = CPU_PERIOD_US;
   }
+  if (input.cpu !== undefined && input.cpu > 0) cpu.shares = Math.max(2, Math.round(input.cpu * 1024));
+  if (Object.keys(cpu).length > 0) resources.cpu = cpu;
+  if (input.memoryReservationBytes !== undefined) memory.reservation = Math.min(input.memoryReservationBytes, input.memoryLimitBytes);
 
   const base = BASE_MOUNTS.map((m) => ({ ...m, options: [...m.options] }));
   const cgroupAt = base.findIndex((m) => m.type === "cgroup");
@@ -226,6 +239,12 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
     { destination: "/etc/resolv.conf", type: "bind", source: host.resolvConfPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/etc/hosts", type: "bind", source: host.hostsPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/etc/hostname", type: "bind", source: host.hostnamePath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
+    ...(input.volumes ?? []).map((v) => ({
+      destination: v.destination,
+      type: "bind",
+      source: v.source,
+      options: ["rbind", v.readOnly ? "ro" : "rw", "nosuid", "nodev"],
+    })),
   ];
 
   const namespaces = NAMESPACES.map((type) =>
@@ -238,7 +257,7 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
       terminal: false,
       user: { uid: 0, gid: 0 },
       args,
-      env: mergeEnv(DEFAULT_ENV, input.image.env, input.env),
+      env: mergeEnv(DEFAULT_ENV, input.user?.home ? { HOME: input.user.home } : {}, input.image.env, input.env),
       cwd: input.workdir || input.image.workdir || "/",
       capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
       rlimits: RLIMITS.map((r) => ({ ...r })),

@@ -16,6 +16,7 @@
 
 import { spawn } from "node:child_process";
 import {
+  chmodSync,
   chownSync,
   closeSync,
   existsSync,
@@ -259,6 +260,8 @@ export async function mountRootfs(
   if (layers.length === 0) throw new RootfsError("image has no layers");
   for (const d of [p.lower, p.upper, p.work, p.rootfs, p.run, p.bundle]) mkdirSync(d, { recursive: true, mode: 0o711 });
   for (const d of [p.upper, p.work, p.run]) chownSync(d, uidBase, uidBase);
+  // upper/ is "/" inside: world-readable like any root dir, or non-root users there cannot list it.
+  chmodSync(p.upper, 0o755);
   // upper/ is the overlay's root inode: "/" inside, so owned by root inside.
   const t0 = performance.now();
   let lowerdirs: string[];

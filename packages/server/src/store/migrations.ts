@@ -62,4 +62,29 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    description: "readiness, secrets (encrypted), volumes and their mounts",
+    sql: `
+      ALTER TABLE sandboxes ADD COLUMN ready_at TEXT;
+      CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        keys TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE volumes (
+        volume_id TEXT PRIMARY KEY,
+        name TEXT UNIQUE,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE sandbox_volumes (
+        sandbox_id TEXT NOT NULL REFERENCES sandboxes(sandbox_id),
+        volume_id TEXT NOT NULL REFERENCES volumes(volume_id),
+        PRIMARY KEY (sandbox_id, volume_id)
+      );
+      CREATE INDEX sandbox_volumes_volume ON sandbox_volumes(volume_id);
+    `,
+  },
 ];

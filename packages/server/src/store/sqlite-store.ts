@@ -8,7 +8,9 @@ import type {
   EventRecord,
   ExecRecord,
   SandboxRecord,
+  SecretRecord,
   Store,
+  VolumeRecord,
 } from "../core/ports.js";
 import { MIGRATIONS, type Migration } from "./migrations.js";
 
@@ -59,6 +61,25 @@ function sandboxFromRow(r: Row): SandboxRecord {
     createdAt: r.created_at as string,
     deadlineAt: r.deadline_at as number,
     finishedAt: (r.finished_at as string | null) ?? null,
+    readyAt: (r.ready_at as string | null) ?? null,
+  };
+}
+
+function secretFromRow(r: Row): SecretRecord {
+  return {
+    name: r.name as string,
+    keys: JSON.parse(r.keys as string) as string[],
+    sealed: r.sealed as Buffer,
+    createdAt: r.created_at as string,
+  };
+}
+
+function volumeFromRow(r: Row): VolumeRecord {
+  return {
+    volumeId: r.volume_id as string,
+    name: (r.name as string | null) ?? null,
+    ephemeral: r.ephemeral === 1,
+    createdAt: r.created_at as string,
   };
 }
 
@@ -81,6 +102,7 @@ const SANDBOX_COLUMNS: Record<string, string> = {
   finishReason: "finish_reason",
   finishedAt: "finished_at",
   tags: "tags",
+  readyAt: "ready_at",
 };
 
 class SqliteStore implements Store {
@@ -96,9 +118,9 @@ class SqliteStore implements Store {
       insertApp: db.prepare("INSERT INTO apps (app_id, name, created_at) VALUES (?, ?, ?)"),
       insertSandbox: db.prepare(
         `INSERT INTO sandboxes (sandbox_id, app_id, name, state, spec, image_id, returncode, finish_reason,
-           tags, created_at, deadline_at, finished_at)
+           tags, created_at, deadline_at, finished_at, ready_at)
          VALUES (@sandboxId, @appId, @name, @state, @spec, @imageId, @returncode, @finishReason,
-           @tags, @createdAt, @deadlineAt, @finishedAt)`,
+           @tags, @createdAt, @deadlineAt, @finishedAt, @readyAt)`,
       ),
       sandboxById: db.prepare("SELECT * FROM sandboxes WHERE sandbox_id = ?"),
       activeByName: db.prepare("SELECT * FROM sandboxes WHERE app_id = ? AND name = ? AND state != 'finished'"),
@@ -207,6 +229,67 @@ class SqliteStore implements Store {
   }
   finishExec(sandboxId: string, execId: string, returncode: number, reason: string, finishedAt: string): void {
     this.stmts.finishExec.run(returncode, reason, finishedAt, sandboxId, execId);
+  }
+
+  insertSecret(sec: SecretRecord): void {
+    this.db
+      .prepare("INSERT INTO secrets (name, keys, sealed, created_at) VALUES (?, ?, ?, ?)")
+      .run(sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
+  }
+  replaceSecret(sec: SecretRecord): void {
+    this.db
+      .prepare("INSERT OR REPLACE INTO secrets (name, keys, sealed, created_at) VALUES (?, ?, ?, ?)")
+      .run(sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
+  }
+  getSecret(name: string): SecretRecord | null {
+    const r = this.db.prepare("SELECT * FROM secrets WHERE name = ?").get(name) as Row | undefined;
+    return r ? secretFromRow(r) : null;
+  }
+  listSecrets(): SecretRecord[] {
+    return (this.db.prepare("SELECT * FROM secrets ORDER BY name").all() as Row[]).map(secretFromRow);
+  }
+  deleteSecret(name: string): boolean {
+    return this.db.prepare("DELETE FROM secrets WHERE name = ?").run(name).changes > 0;
+  }
+
+  insertVolume(v: VolumeRecord): void {
+    this.db
+      .prepare("INSERT INTO volumes (volume_id, name, ephemeral, created_at) VALUES (?, ?, ?, ?)")
+      .run(v.volumeId, v.name, v.ephemeral ? 1 : 0, v.createdAt);
+  }
+  getVolume(volumeId: string): VolumeRecord | null {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE volume_id = ?").get(volumeId) as Row | undefined;
+    return r ? volumeFromRow(r) : null;
+  }
+  findVolumeByName(name: string): VolumeRecord | null {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE name = ?").get(name) as Row | undefined;
+    return r ? volumeFromRow(r) : null;
+  }
+  listVolumes(): VolumeRecord[] {
+    return (this.db.prepare("SELECT * FROM volumes ORDER BY created_at, volume_id").all() as Row[]).map(volumeFromRow);
+  }
+  deleteVolume(volumeId: string): void {
+    this.db.prepare("DELETE FROM sandbox_volumes WHERE volume_id = ?").run(volumeId);
+    this.db.prepare("DELETE FROM volumes WHERE volume_id = ?").run(volumeId);
+  }
+  attachVolumes(sandboxId: string, volumeIds: string[]): void {
+    const stmt = this.db.prepare("INSERT OR IGNORE INTO sandbox_volumes (sandbox_id, volume_id) VALUES (?, ?)");
+    for (const v of volumeIds) stmt.run(sandboxId, v);
+  }
+  activeSandboxesUsingVolume(volumeId: string): string[] {
+    return (
+      this.db
+        .prepare(
+          `SELECT s.sandbox_id FROM sandbox_volumes sv JOIN sandboxes s ON s.sandbox_id = sv.sandbox_id
+           WHERE sv.volume_id = ? AND s.state != 'finished'`,
+        )
+        .all(volumeId) as Row[]
+    ).map((r) => r.sandbox_id as string);
+  }
+  volumesOfSandbox(sandboxId: string): string[] {
+    return (this.db.prepare("SELECT volume_id FROM sandbox_volumes WHERE sandbox_id = ?").all(sandboxId) as Row[]).map(
+      (r) => r.volume_id as string,
+    );
   }
 
   close(): void {

@@ -40,6 +40,8 @@ export const Tag = {
   FLAGS: 14,
   PID: 15,
   REASON: 16,
+  UID: 17,
+  GID: 18,
 } as const;
 export type Tag = (typeof Tag)[keyof typeof Tag];
 
@@ -50,7 +52,7 @@ export const REASONS = ["exited", "signaled", "timeout", "failed"] as const;
 
 const REPEATABLE = new Set<number>([Tag.ARG, Tag.ENV]);
 const KNOWN_TAGS = new Set<number>(Object.values(Tag));
-const NUMERIC_TAGS = new Set<number>([Tag.REQ, Tag.TIMEOUT_MS, Tag.OFFSET, Tag.SIGNAL, Tag.CODE, Tag.VERSION, Tag.FLAGS, Tag.PID]);
+const NUMERIC_TAGS = new Set<number>([Tag.REQ, Tag.TIMEOUT_MS, Tag.OFFSET, Tag.SIGNAL, Tag.CODE, Tag.VERSION, Tag.FLAGS, Tag.PID, Tag.UID, Tag.GID]);
 const BINARY_TAGS = new Set<number>([Tag.DATA]);
 /** Types the agent may send us. */
 const AGENT_TYPES = new Set<number>([MsgType.OK, MsgType.ERR, MsgType.EXIT]);
