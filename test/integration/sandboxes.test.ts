@@ -171,6 +171,9 @@ describe("errors", () => {
       [{ workdir: "/proc/self/fd/7" }, /workdir/],
       [{ name: "bad name!" }, /name/],
       [{ env: { "1BAD": "x" } }, /env/],
+      [{ blockNetwork: true, encryptedPorts: [8080] }, /encryptedPorts cannot be combined with blockNetwork/],
+      [{ blockNetwork: true, cidrAllowlist: ["10.0.0.0/8"] }, /cidrAllowlist cannot be combined with blockNetwork/i],
+      [{ readinessProbe: { kind: "exec", argv: [] } }, /readinessProbe/],
     ];
     for (const [params, re] of cases) {
       await assert.rejects(client.sandboxes.create(app, undefined, params), (err: unknown) => {
@@ -201,5 +204,23 @@ describe("errors", () => {
     const doc = (await res.json()) as { openapi: string; paths: Record<string, unknown> };
     assert.equal(doc.openapi, "3.1.0");
     assert.ok(doc.paths["/v1/sandboxes/{sandboxId}/execs"]);
+  });
+});
+
+describe("events", () => {
+  test("the event stream replays stored events and follows live ones until Finished", async () => {
+    const sb = await client.sandboxes.create(app, undefined, { command: ["sh", "-c", "sleep 1; exit 3"] });
+    const res = await fetch(`${server.url}/v1/sandboxes/${sb.sandboxId}/events/stream`, {
+      headers: { authorization: `Bearer ${server.token}` },
+    });
+    assert.equal(res.headers.get("content-type"), "text/event-stream");
+    const text = await res.text(); // ends by itself after Finished
+    const events = text
+      .split("\n\n")
+      .filter(Boolean)
+      .map((block) => JSON.parse(block.split("\n").find((l) => l.startsWith("data: "))!.slice(6)) as { type: string; reason: string; returncode: number });
+    assert.deepEqual(events.map((e) => e.type), ["Created", "Scheduled", "Started", "Finished"]);
+    assert.equal(events[3]!.reason, "exited");
+    assert.equal(events[3]!.returncode, 3);
   });
 });

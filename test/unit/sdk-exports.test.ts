@@ -29,6 +29,7 @@ test("the SDK exports exactly these values", () => {
     "Secret",
     "SecretService",
     "TimeoutError",
+    "Volume",
     "VolumeService",
   ]);
 });

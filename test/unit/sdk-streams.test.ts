@@ -12,6 +12,7 @@ import {
   ResumableByteSource,
   SbxReadableStream,
   SbxWritableStream,
+  SseParser,
   StdinSender,
   outputStream,
   type ByteSource,
@@ -230,4 +231,26 @@ test("stdin of a process looked up by id starts at the server's offset", async (
   } finally {
     await srv.close();
   }
+});
+
+test("the event-stream parser: any split, CRLF/CR/LF, comments, multi-line data, unnamed events", () => {
+  const text = ": hello\r\nevent: Started\r\ndata: {\"a\":1}\r\n\r\nevent: x\rdata: one\rdata:two\r\rdata: plain\n\nid: 7\nevent: Finished\ndata: {}\n\n";
+  const expected = [
+    { event: "Started", data: '{"a":1}', id: undefined },
+    { event: "x", data: "one\ntwo", id: undefined },
+    { event: "message", data: "plain", id: undefined },
+    { event: "Finished", data: "{}", id: "7" },
+  ];
+  // Whole, and cut at every position into two pieces.
+  for (let cut = 0; cut <= text.length; cut++) {
+    const p = new SseParser();
+    const got = [...p.push(text.slice(0, cut)), ...p.push(text.slice(cut))];
+    assert.deepEqual(got, expected, `cut at ${cut}`);
+  }
+  // One character at a time.
+  const p = new SseParser();
+  const got = [...text].flatMap((c) => p.push(c));
+  assert.deepEqual(got, expected);
+  // An event without its blank line is not dispatched (yet).
+  assert.deepEqual(new SseParser().push("event: a\ndata: b\n"), []);
 });

@@ -17,6 +17,9 @@ options:
   --runtime runc|crun          OCI runtime (default: crun on cgroup v2, else runc)
   --client-config PATH         where the URL and admin token are written for
                                clients (default: $SBX_CONFIG or ~/.config/sbx/config.json)
+  --capacity-cpu CORES         cores sandboxes may reserve in all (default: 32 per host core)
+  --capacity-memory MIB        memory sandboxes may reserve in all (default: 4x the host's)
+  --queue-size N               creates that may wait for capacity (default: 100)
   -h, --help                   show this help
 `;
 
@@ -27,6 +30,17 @@ export interface ServeOptions {
   insecureRegistries: string[];
   runtime?: "runc" | "crun";
   clientConfigPath: string;
+  capacity?: { cpu?: number; memoryMiB?: number; queueLimit?: number };
+}
+
+function positiveNumber(p: Parameters<typeof str>[0], flag: string, integer: boolean): number | undefined {
+  const raw = str(p, flag);
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!(n > 0) || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${flag} expects a positive ${integer ? "integer" : "number"} (got ${JSON.stringify(raw)})`, "serve");
+  }
+  return n;
 }
 
 export function defaultDataDir(): string {
@@ -69,6 +83,9 @@ export function parseServeArgs(args: string[]): ServeOptions | null {
     "insecure-registry": { type: "string", multiple: true },
     runtime: { type: "string" },
     "client-config": { type: "string" },
+    "capacity-cpu": { type: "string" },
+    "capacity-memory": { type: "string" },
+    "queue-size": { type: "string" },
   });
   if (!p) return null;
   if (p.positionals.length > 0 || p.rest !== undefined) {
@@ -89,7 +106,16 @@ export function parseServeArgs(args: string[]): ServeOptions | null {
     insecureRegistries: insecure,
     ...(runtime ? { runtime } : {}),
     clientConfigPath: resolve(str(p, "client-config") ?? defaultClientConfigPath()),
+    capacity: {
+      ...optional("cpu", positiveNumber(p, "capacity-cpu", false)),
+      ...optional("memoryMiB", positiveNumber(p, "capacity-memory", true)),
+      ...optional("queueLimit", positiveNumber(p, "queue-size", true)),
+    },
   };
+}
+
+function optional<K extends string>(key: K, value: number | undefined): { [P in K]?: number } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: number };
 }
 
 export const serve: Command = {

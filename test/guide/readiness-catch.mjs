@@ -1,0 +1,13 @@
+import { SbxClient } from "sbx";
+
+const modal = new SbxClient(); // preamble
+const app = await modal.apps.fromName("my-app", { createIfMissing: true }); // preamble
+const image = modal.images.fromRegistry("python:3.13-slim"); // preamble
+const sb = await modal.sandboxes.create(app, image); // preamble
+
+try {
+  await sb.waitUntilReady();
+} catch (err) {
+  console.log("Sandbox failed to become ready");
+  await sb.terminate();
+}

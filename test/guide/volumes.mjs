@@ -1,0 +1,13 @@
+import { SbxClient } from "sbx";
+
+const modal = new SbxClient(); // preamble
+const app = await modal.apps.fromName("my-app", { createIfMissing: true }); // preamble
+
+const image = modal.images.fromRegistry("python:3.13-slim");
+const volume = modal.volumes.fromName("my-volume");
+
+const sb = await modal.sandboxes.create(app, image, {
+  volumes: { "/data": volume },
+  workdir: "/repo",
+});
+sb.detach();
