@@ -6,7 +6,8 @@ import type { ServerConfig } from "./config.js";
 export type { ServerConfig } from "./config.js";
 export { DEFAULT_PORT } from "./config.js";
 export { VERSION } from "./compose.js";
-export { buildOpenApi } from "./api/index.js";
+export { buildOpenApi, PUBLIC_ROUTES, registeredRoutes } from "./api/index.js";
+export { compose } from "./compose.js";
 
 export interface RunningServer {
   url: string;

@@ -11,6 +11,16 @@ import { ROUTES, type Services } from "./routes.js";
 export { buildOpenApi } from "./openapi.js";
 export type { Services } from "./routes.js";
 
+/** The only routes answered without a token. Tests hold every other route to 401. */
+export const PUBLIC_ROUTES: ReadonlySet<string> = new Set(["GET /healthz"]);
+
+const routeLists = new WeakMap<FastifyInstance, { method: string; url: string }[]>();
+
+/** Every route the router holds (HEAD routes fastify adds included), as registered. */
+export function registeredRoutes(app: FastifyInstance): { method: string; url: string }[] {
+  return [...(routeLists.get(app) ?? [])];
+}
+
 export interface ApiOptions {
   services: Services;
   tokens: TokenService;
@@ -26,6 +36,12 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     return503OnClosing: true,
   });
 
+  const routes: { method: string; url: string }[] = [];
+  routeLists.set(app, routes);
+  app.addHook("onRoute", (r) => {
+    for (const method of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method, url: r.url });
+  });
+
   app.addContentTypeParser(
     "application/octet-stream",
     { parseAs: "buffer", bodyLimit: LIMITS.maxStdinChunkBytes },
@@ -33,8 +49,7 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
   );
 
   app.addHook("onRequest", async (req, reply) => {
-    const route = req.routeOptions.config as { auth?: boolean } | undefined;
-    if (route?.auth === false) return;
+    if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ""}`)) return;
     const header = req.headers.authorization ?? "";
     const m = /^Bearer (\S+)$/.exec(header);
     if (!m || !opts.tokens.verify(m[1]!)) {
@@ -50,13 +65,12 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
   });
 
   const openapi = buildOpenApi(opts.services.version);
-  app.get("/v1/openapi.json", { config: { auth: true } }, async () => openapi);
+  app.get("/v1/openapi.json", async () => openapi);
 
   for (const route of ROUTES) {
     app.route({
       method: route.method,
       url: route.url,
-      config: { auth: route.auth },
       schema: {
         ...(route.schema.params ? { params: route.schema.params } : {}),
         ...(route.schema.querystring ? { querystring: route.schema.querystring } : {}),

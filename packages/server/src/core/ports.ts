@@ -105,10 +105,15 @@ export interface ImageCatalog extends ImageService {
   resolveUser(layers: string[], user: string, what: string): Promise<ImageUser>;
   list(): Promise<ImageInfo[]>;
   inspect(imageId: string): Promise<ImageInfo>;
-  /** Removes an image unless in `inUse`; then drops blobs and layers no image uses. */
-  remove(imageId: string, inUse: ReadonlySet<string>): Promise<PruneResult>;
-  /** Removes images neither in `inUse` nor kept by the build cache (`all`: cache too), and garbage. */
-  prune(inUse: ReadonlySet<string>, opts: { all: boolean }): Promise<PruneResult>;
+  /**
+   * Removes an image (and build cache entries naming it) unless it is in
+   * `inUse()`, then the blobs and layers no remaining image uses. `inUse` is
+   * asked once no pull, build or sandbox start is between resolving and using
+   * an image.
+   */
+  remove(imageId: string, inUse: () => ReadonlySet<string>): Promise<PruneResult>;
+  /** Removes images neither in `inUse()` nor kept by the build cache (with `all`: the cache too), then garbage. */
+  prune(inUse: () => ReadonlySet<string>, opts: { all: boolean }): Promise<PruneResult>;
 }
 
 /** What the runtime needs to start one sandbox. Already validated. */
@@ -293,7 +298,8 @@ export interface Store {
 
   tokenCount(): number;
   insertToken(t: { id: string; hash: string; name: string; createdAt: string }): void;
-  findTokenByHash(hash: string): { id: string; name: string } | null;
+  /** The stored hash of a token's secret, by token id. */
+  getTokenHash(id: string): string | null;
 
   findAppByName(name: string): AppRecord | null;
   findApp(appId: string): AppRecord | null;

@@ -1,11 +1,22 @@
-// API tokens. Only a SHA-256 hash of each token is stored; the admin token is
-// returned once, on first start, for the caller to hand to the operator.
-import { createHash, randomBytes } from "node:crypto";
+// API tokens: `sbx_<id>_<secret>`. Only a SHA-256 hash of the secret is
+// stored; a presented token is looked up by its id and its secret's hash
+// compared in constant time. The admin token is returned once, on first
+// start, for the caller to hand to the operator.
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { newId } from "./ids.js";
 import type { Store } from "./ports.js";
 
-export function hashToken(token: string): string {
-  return createHash("sha256").update(token, "utf8").digest("hex");
+const TOKEN_RE = /^sbx_([a-z2-7]{20})_([A-Za-z0-9_-]{43})$/;
+
+export function hashToken(secret: string): string {
+  return createHash("sha256").update(secret, "utf8").digest("hex");
+}
+
+/** A new token and what to store of it. */
+export function mintToken(): { token: string; id: string; hash: string } {
+  const id = newId("tk");
+  const secret = randomBytes(32).toString("base64url");
+  return { token: `sbx_${id.slice(3)}_${secret}`, id, hash: hashToken(secret) };
 }
 
 export class TokenService {
@@ -15,14 +26,19 @@ export class TokenService {
   ensureAdminToken(): string | null {
     return this.store.transaction(() => {
       if (this.store.tokenCount() > 0) return null;
-      const token = `sbx_${randomBytes(32).toString("base64url")}`;
-      this.store.insertToken({ id: newId("tk"), hash: hashToken(token), name: "admin", createdAt: new Date().toISOString() });
-      return token;
+      const t = mintToken();
+      this.store.insertToken({ id: t.id, hash: t.hash, name: "admin", createdAt: new Date().toISOString() });
+      return t.token;
     });
   }
 
   verify(token: string): boolean {
-    if (token.length < 8 || token.length > 512) return false;
-    return this.store.findTokenByHash(hashToken(token)) !== null;
+    const m = TOKEN_RE.exec(token);
+    if (!m) return false;
+    const stored = this.store.getTokenHash(`tk-${m[1]}`);
+    // Hash anyway, so a wrong id costs what a wrong secret does.
+    const presented = Buffer.from(hashToken(m[2]!), "hex");
+    const expected = Buffer.from(stored ?? "0".repeat(64), "hex");
+    return timingSafeEqual(presented, expected) && stored !== null;
   }
 }

@@ -87,4 +87,11 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sandbox_volumes_volume ON sandbox_volumes(volume_id);
     `,
   },
+  {
+    version: 3,
+    description: "tokens become sbx_<id>_<secret> with the secret's hash stored: earlier tokens cannot be converted",
+    // Dropping them makes the server mint a new admin token on this start and
+    // write it to <data-dir>/admin-token and the client config, as on a first start.
+    sql: `DELETE FROM tokens;`,
+  },
 ];

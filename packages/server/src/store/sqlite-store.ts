@@ -112,7 +112,7 @@ class SqliteStore implements Store {
     this.stmts = {
       tokenCount: db.prepare("SELECT COUNT(*) AS n FROM tokens"),
       insertToken: db.prepare("INSERT INTO tokens (id, hash, name, created_at) VALUES (?, ?, ?, ?)"),
-      tokenByHash: db.prepare("SELECT id, name FROM tokens WHERE hash = ?"),
+      tokenById: db.prepare("SELECT hash FROM tokens WHERE id = ?"),
       appByName: db.prepare("SELECT * FROM apps WHERE name = ?"),
       appById: db.prepare("SELECT * FROM apps WHERE app_id = ?"),
       insertApp: db.prepare("INSERT INTO apps (app_id, name, created_at) VALUES (?, ?, ?)"),
@@ -147,8 +147,8 @@ class SqliteStore implements Store {
   insertToken(t: { id: string; hash: string; name: string; createdAt: string }): void {
     this.stmts.insertToken.run(t.id, t.hash, t.name, t.createdAt);
   }
-  findTokenByHash(hash: string): { id: string; name: string } | null {
-    return (this.stmts.tokenByHash.get(hash) as { id: string; name: string } | undefined) ?? null;
+  getTokenHash(id: string): string | null {
+    return (this.stmts.tokenById.get(id) as { hash: string } | undefined)?.hash ?? null;
   }
 
   findAppByName(name: string): AppRecord | null {
