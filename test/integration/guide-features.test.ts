@@ -10,11 +10,11 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { NotFoundError, type App, type SbxClient } from "sbx";
-import { startRegistry, type Registry } from "../support/registry.js";
+import { startRegistry, type TestRegistry } from "../support/registry.js";
 import { pushPythonSlim } from "../support/images.js";
 import { REPO, startTestServer, type TestServer } from "../support/server.js";
 
-let registry: Registry;
+let registry: TestRegistry;
 let server: TestServer;
 let client: SbxClient;
 let app: App;

@@ -3,9 +3,12 @@
 import { SbxError } from "sbx";
 import { UsageError, type Command } from "./args.js";
 import { exec, kill, logs, ls, run } from "./commands.js";
+import { secrets } from "./secrets.js";
 import { serve } from "./serve.js";
+import { volumes } from "./volumes.js";
+import { images } from "./images-command.js";
 
-const COMMANDS: Record<string, Command> = { serve, run, exec, ls, kill, logs };
+const COMMANDS: Record<string, Command> = { serve, run, exec, ls, kill, logs, secrets, volumes, images };
 
 const USAGE = `usage: sbx <command> [options]
 

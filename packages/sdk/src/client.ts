@@ -65,7 +65,6 @@ export class SbxClient {
   readonly images: ImageService;
   readonly sandboxes: SandboxService;
   readonly secrets: SecretService;
-  /** Volumes are not supported yet; their methods throw. */
   readonly volumes: VolumeService;
   /** The server this client talks to. */
   readonly serverUrl: string;
@@ -89,10 +88,10 @@ export class SbxClient {
       maxRetries: options.maxRetries ?? 4,
     });
     this.apps = new AppService(this.#http);
-    this.images = new ImageService();
-    this.secrets = new SecretService();
+    this.images = new ImageService(this.#http);
+    this.secrets = new SecretService(this.#http);
     this.sandboxes = new SandboxService(this.#http, this.images);
-    this.volumes = new VolumeService();
+    this.volumes = new VolumeService(this.#http);
   }
 
   /** Aborts every call in flight; later calls throw ClientClosedError. */

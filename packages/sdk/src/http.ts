@@ -20,7 +20,7 @@ export interface HttpConfig {
 export type Query = Record<string, string | number | boolean | undefined | readonly string[]>;
 
 export interface RequestOptions {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "PUT" | "DELETE";
   path: string;
   query?: Query;
   /** A JSON value, or raw bytes sent as application/octet-stream. */
@@ -28,8 +28,10 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Overrides the client's timeoutMs (long polls, sandbox creation). */
   timeoutMs?: number;
-  /** A POST the API marks idempotent (stdin writes carry an offset). */
+  /** A POST or DELETE the API marks idempotent (stdin writes carry an offset); GET and PUT always are. */
   idempotent?: boolean;
+  /** The Accept header of a streaming call (default application/octet-stream). */
+  accept?: string;
 }
 
 const RETRY_STATUS = new Set([502, 503, 504]);
@@ -134,9 +136,9 @@ export class HttpClient {
   }
 
   async #send(opts: RequestOptions, streaming: boolean): Promise<unknown> {
-    const safe = opts.method === "GET" || opts.idempotent === true;
+    const safe = opts.method === "GET" || opts.method === "PUT" || opts.idempotent === true;
     const url = this.url(opts.path, opts.query);
-    const headers: Record<string, string> = { accept: streaming ? "application/octet-stream" : "application/json" };
+    const headers: Record<string, string> = { accept: streaming ? (opts.accept ?? "application/octet-stream") : "application/json" };
     if (this.config.token) headers.authorization = `Bearer ${this.config.token}`;
     let body: Uint8Array | string | undefined;
     if (opts.body instanceof Uint8Array) {

@@ -4,16 +4,17 @@ export type { SbxClientOptions } from "./client.js";
 export { App, AppService } from "./apps.js";
 export type { AppFromNameParams } from "./apps.js";
 export { Image, ImageService } from "./images.js";
-export type { DebianSlimParams } from "./images.js";
+export type { DebianSlimParams, DockerfileCommandsParams, ImageBuildParams, ImagePruneParams } from "./images.js";
 export { Secret, SecretService } from "./secrets.js";
-export type { SecretFromNameParams } from "./secrets.js";
+export type { SecretFromNameParams, SecretCreateParams, SecretDeleteParams } from "./secrets.js";
 export { Probe } from "./probe.js";
 export type { ProbeConfig, ProbeParams } from "./probe.js";
 export { Sandbox } from "./sandbox.js";
 export type { ExecParams, TerminateParams } from "./sandbox.js";
 export { SandboxService } from "./sandboxes.js";
 export type { SandboxCreateParams, SandboxListParams } from "./sandboxes.js";
-export { VolumeService } from "./volumes.js";
+export { Volume, VolumeService } from "./volumes.js";
+export type { VolumeMountOptions, VolumeFromNameParams, VolumeDeleteParams } from "./volumes.js";
 export { ContainerProcess } from "./process.js";
 export type { CallOptions } from "./process.js";
 export { SbxReadableStream, SbxWritableStream } from "./streams.js";
@@ -38,5 +39,9 @@ export type {
   SandboxEvent,
   EventType,
   ImageSpec,
+  ImageBuild,
+  ImageInfo,
+  ImageRemoveResult,
   SecretRef,
+  SecretInfo,
 } from "./wire.js";

@@ -1,9 +1,9 @@
 // Sandbox: a handle on one sandbox on the server.
-import { ClientClosedError, ConflictError, InvalidError, SandboxTimeoutError, SbxError } from "./errors.js";
-import { HttpClient, anySignal } from "./http.js";
+import { ClientClosedError, ConflictError, InvalidError, SandboxTimeoutError, SbxError, TimeoutError } from "./errors.js";
+import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
 import { ContainerProcess, checkOpen, type CallOptions, type SandboxContext } from "./process.js";
 import { Secret, checkEnv, resolveSecrets } from "./secrets.js";
-import type { SbxReadableStream, SbxWritableStream, StreamMode } from "./streams.js";
+import { MAX_STREAM_RECONNECTS, sseMessages, type SbxReadableStream, type SbxWritableStream, type StreamMode } from "./streams.js";
 import {
   LIMITS,
   type Exec as WireExec,
@@ -13,6 +13,7 @@ import {
   type SandboxEvent,
   type SandboxEventList,
   type SandboxState,
+  type SetTagsRequest,
 } from "./wire.js";
 
 export interface ExecParams extends CallOptions {
@@ -56,6 +57,18 @@ export function checkWorkdir(workdir: unknown): void {
   }
 }
 
+/** Cheap client-side check of a tag map; the server is the authority. */
+export function checkTags(tags: unknown): asserts tags is Record<string, string> {
+  if (tags === null || typeof tags !== "object" || Array.isArray(tags)) throw new InvalidError("tags must be an object of strings");
+  const entries = Object.entries(tags);
+  if (entries.length > LIMITS.maxTags) throw new InvalidError(`there are ${entries.length} tags; at most ${LIMITS.maxTags} are allowed`);
+  for (const [key, value] of entries) {
+    if (key === "" || key.length > LIMITS.maxTagLength) throw new InvalidError(`tag key ${JSON.stringify(key)} must have 1 to ${LIMITS.maxTagLength} characters`);
+    if (typeof value !== "string") throw new InvalidError(`the value of tag ${JSON.stringify(key)} must be a string (got ${typeof value})`);
+    if (value.length > LIMITS.maxTagLength) throw new InvalidError(`the value of tag ${JSON.stringify(key)} has more than ${LIMITS.maxTagLength} characters`);
+  }
+}
+
 export class Sandbox {
   readonly sandboxId: string;
   readonly appId: string;
@@ -71,6 +84,10 @@ export class Sandbox {
   imageId: string | null;
   /** Tags as of the last reply from the server. */
   tags: Record<string, string>;
+  /** Whether the sandbox has a readiness probe (as of the last reply). */
+  hasReadinessProbe: boolean;
+  /** Whether its readiness probe has succeeded (as of the last reply). */
+  ready: boolean;
   readonly #http: HttpClient;
   readonly #detach = new AbortController();
   readonly #ctx: SandboxContext;
@@ -88,6 +105,8 @@ export class Sandbox {
     this.finishReason = wire.finishReason;
     this.imageId = wire.imageId;
     this.tags = { ...wire.tags };
+    this.hasReadinessProbe = wire.hasReadinessProbe ?? false;
+    this.ready = wire.ready ?? false;
     this.#ctx = { http, sandboxId: wire.sandboxId, detached: this.#detach.signal };
     this.#entry = new ContainerProcess<string>(this.#ctx, "entry", {
       mode: "text",
@@ -127,6 +146,8 @@ export class Sandbox {
     this.finishReason = wire.finishReason;
     this.imageId = wire.imageId;
     this.tags = { ...wire.tags };
+    this.hasReadinessProbe = wire.hasReadinessProbe ?? false;
+    this.ready = wire.ready ?? false;
   }
 
   /** Runs a command in the sandbox. */
@@ -235,11 +256,74 @@ export class Sandbox {
     }
   }
 
-  /** The sandbox's lifecycle events (Created, Scheduled, Started, Ready, Finished) with times and reasons. */
+  /**
+   * The sandbox's lifecycle events so far (Created, Scheduled, Started, Ready,
+   * Finished), with times; Finished carries the reason (exited, terminated,
+   * timeout, idle-timeout, oom, failed: <error>) and the return code.
+   * To follow them as they happen, use watchEvents().
+   */
   async events(opts: CallOptions = {}): Promise<SandboxEvent[]> {
     const signal = this.#signal(opts);
     const list = await this.#http.json<SandboxEventList>({ method: "GET", path: this.#path("/events"), signal });
     return list.events;
+  }
+
+  /**
+   * Follows the lifecycle events live: yields every event recorded so far,
+   * then each new one as it happens, and ends after Finished. Break out of
+   * the loop (or abort `signal`) to stop following.
+   *
+   * ```ts
+   * for await (const e of sb.watchEvents()) console.log(e.type, e.at, e.reason ?? "");
+   * ```
+   *
+   * A dropped connection is resumed without repeating or losing events.
+   */
+  async *watchEvents(opts: CallOptions = {}): AsyncGenerator<SandboxEvent, void, undefined> {
+    const signal = this.#signal(opts);
+    const stop = new AbortController();
+    const sig = anySignal(stop.signal, signal)!;
+    let seen = 0;
+    let drops = 0;
+    try {
+      for (;;) {
+        const res = await this.#http.stream({ method: "GET", path: this.#path("/events/stream"), accept: "text/event-stream", signal: sig });
+        let index = 0;
+        let failure: unknown;
+        try {
+          if (!res.body) break;
+          for await (const msg of sseMessages(res.body as ReadableStream<Uint8Array>)) {
+            if (msg.data === "") continue;
+            let event: SandboxEvent;
+            try {
+              event = JSON.parse(msg.data) as SandboxEvent;
+            } catch (err) {
+              throw new SbxError(`events of sandbox ${this.sandboxId}: the server sent an invalid event`, "internal", { cause: err });
+            }
+            // The server replays every stored event first: skip the ones already yielded.
+            if (index++ < seen) continue;
+            seen++;
+            drops = 0;
+            yield event;
+            if (event.type === "Finished") return;
+          }
+        } catch (err) {
+          if (err instanceof SbxError || sig.aborted) throw sig.aborted ? sig.reason : err;
+          failure = err;
+        } finally {
+          await res.body?.cancel().catch(() => {});
+        }
+        // The stream ended (or dropped) before Finished: resume.
+        if (drops >= MAX_STREAM_RECONNECTS) {
+          throw new SbxError(`events of sandbox ${this.sandboxId}: the stream ended ${drops + 1} times in a row before Finished; giving up`, "unavailable", {
+            cause: failure,
+          });
+        }
+        await sleep(backoffMs(drops++), sig);
+      }
+    } finally {
+      stop.abort(new ClientClosedError("stopped following events"));
+    }
   }
 
   /** The sandbox's tags. */
@@ -248,20 +332,40 @@ export class Sandbox {
     return { ...this.tags };
   }
 
-  /** Replaces the sandbox's tags. Not supported by the server yet. */
-  async setTags(_tags: Record<string, string>, opts: CallOptions = {}): Promise<void> {
-    this.#signal(opts);
-    throw unsupported("setTags");
+  /** Replaces all of the sandbox's tags with these (sandboxes.list filters on them). */
+  async setTags(tags: Record<string, string>, opts: CallOptions = {}): Promise<void> {
+    const signal = this.#signal(opts);
+    checkTags(tags);
+    const body: SetTagsRequest = { tags: { ...tags } };
+    this.#apply(await this.#http.json<WireSandbox>({ method: "PUT", path: this.#path("/tags"), body, signal }));
   }
 
   /**
-   * Resolves once the readiness probe succeeded. Readiness probes are not
-   * supported yet, so this resolves only when a Ready event exists.
+   * Resolves once the readiness probe has succeeded (at once when it already
+   * has). Throws ConflictError when the sandbox has no readiness probe or
+   * finished before it was ready, and TimeoutError after `timeoutMs`; a
+   * probe that never succeeds does not terminate the sandbox.
    */
-  async waitUntilReady(_timeoutMs = 300_000, opts: CallOptions = {}): Promise<void> {
-    const events = await this.events(opts);
-    if (events.some((e) => e.type === "Ready")) return;
-    if (events.some((e) => e.type === "Finished")) throw new ConflictError(`sandbox ${this.sandboxId} has finished`);
-    throw new InvalidError(`sandbox ${this.sandboxId} has no readiness probe (readiness probes are not supported yet)`);
+  async waitUntilReady(timeoutMs = 300_000, opts: CallOptions = {}): Promise<void> {
+    if (typeof timeoutMs !== "number" || !(timeoutMs > 0) || !Number.isFinite(timeoutMs)) {
+      throw new InvalidError(`timeoutMs must be a positive number (got ${timeoutMs})`);
+    }
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const signal = this.#signal(opts);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      const wait = Math.min(Math.ceil(remaining), LIMITS.maxWaitMs);
+      const wire = await this.#http.json<WireSandbox>({
+        method: "GET",
+        path: this.#path("/ready"),
+        query: { timeoutMs: wait },
+        timeoutMs: wait + this.#http.config.timeoutMs,
+        signal,
+      });
+      this.#apply(wire);
+      if (wire.ready) return;
+    }
+    throw new TimeoutError(`sandbox ${this.sandboxId} was not ready within ${timeoutMs} ms`);
   }
 }

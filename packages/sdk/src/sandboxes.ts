@@ -1,16 +1,16 @@
 // The sandboxes service: create, look up and list sandboxes.
 import { App } from "./apps.js";
-import { InvalidError, NotFoundError } from "./errors.js";
+import { InvalidError } from "./errors.js";
 import { HttpClient } from "./http.js";
 import { Image, ImageService } from "./images.js";
 import type { CallOptions } from "./process.js";
 import { Probe } from "./probe.js";
-import { Sandbox, checkArgv, checkWorkdir, unsupported } from "./sandbox.js";
+import { Sandbox, checkArgv, checkTags, checkWorkdir } from "./sandbox.js";
 import { Secret, checkEnv, resolveSecrets } from "./secrets.js";
+import { Volume, resolveVolumes } from "./volumes.js";
 import {
   LIMITS,
   NAME_PATTERN,
-  type App as WireApp,
   type Sandbox as WireSandbox,
   type SandboxCreateRequest,
   type SandboxList,
@@ -28,38 +28,46 @@ export interface SandboxCreateParams extends CallOptions {
   entrypoint?: string[];
   /** Lifetime: default 300 000 (5 min), at most 24 h, a positive multiple of 1000. */
   timeoutMs?: number;
+  /**
+   * Terminate the sandbox (finish reason "idle-timeout") after this long
+   * without activity: a running exec, a stdin write, an open tunnel connection.
+   */
   idleTimeoutMs?: number;
   /** Absolute; created when the image lacks it. */
   workdir?: string;
+  /** CPU cores reserved (request). */
   cpu?: number;
+  /** CPU cores at most (cgroup limit). */
   cpuLimit?: number;
+  /** Memory reserved (request), MiB. */
   memoryMiB?: number;
+  /** Memory at most (cgroup limit), MiB: beyond it the OOM killer ends the process (137, reason "oom"). */
   memoryLimitMiB?: number;
   env?: Record<string, string>;
+  /** Inline (secrets.fromObject) or named (secrets.fromName) secrets: environment variables of the sandbox. */
   secrets?: (Secret | Promise<Secret>)[];
   blockNetwork?: boolean;
   /** Unique among the app's running sandboxes: ^[A-Za-z0-9._-]+$, at most 64 characters. */
   name?: string;
   tags?: Record<string, string>;
-  /** Build output (no effect yet: images are not built). */
+  /** Show the image's build / pull log on stderr while it is made (see onLog). */
   verbose?: boolean;
-  /** Not supported yet. */
-  volumes?: Record<string, unknown>;
-  /** Not supported yet. */
+  /** Receives the image's build / pull log while it is made, before the sandbox is created. */
+  onLog?: (text: string) => void;
+  /** Mount path (absolute) → volume, or a promise of one (e.g. an unawaited volumes.fromName()). */
+  volumes?: Record<string, Volume | Promise<Volume>>;
+  /** Passed to the server, which refuses it while it is not supported. */
   pty?: boolean;
-  /** Not supported yet. */
+  /** Passed to the server, which refuses ports while tunnels are not supported. */
   encryptedPorts?: number[];
-  /** Not supported yet. */
   unencryptedPorts?: number[];
-  /** Not supported yet. */
   h2Ports?: number[];
-  /** Not supported yet. */
+  /** Passed to the server, which refuses allowlists while they are not supported. */
   outboundCidrAllowlist?: string[];
-  /** Alias of outboundCidrAllowlist. Not supported yet. */
+  /** Alias of outboundCidrAllowlist. */
   cidrAllowlist?: string[];
-  /** Not supported yet. */
   inboundCidrAllowlist?: string[];
-  /** Not supported yet. */
+  /** Probe.withTcp() or Probe.withExec(): records Ready once it succeeds; see sandbox.waitUntilReady(). */
   readinessProbe?: Probe;
 }
 
@@ -106,10 +114,14 @@ async function createRequest(app: App, image: Image, params: SandboxCreateParams
     const clash = networked.find((k) => nonEmpty(params[k]));
     if (clash) throw new InvalidError(`${clash} cannot be combined with blockNetwork`);
   }
-  for (const key of [...networked, "volumes", "pty", "readinessProbe"] as const) {
-    if (nonEmpty(params[key])) throw unsupported(key);
+  const { cidrAllowlist, outboundCidrAllowlist } = params;
+  if (cidrAllowlist !== undefined && outboundCidrAllowlist !== undefined && JSON.stringify(cidrAllowlist) !== JSON.stringify(outboundCidrAllowlist)) {
+    throw new InvalidError("give outboundCidrAllowlist or cidrAllowlist (its alias), not both");
   }
-  const [imageSpec, secrets] = await Promise.all([image.toWire(), resolveSecrets(params.secrets)]);
+  if (params.tags !== undefined) checkTags(params.tags);
+  const probe = params.readinessProbe;
+  if (probe !== undefined && !(probe instanceof Probe)) throw new InvalidError("readinessProbe must be a Probe (from Probe.withTcp() or Probe.withExec())");
+  const [imageSpec, secrets, volumes] = await Promise.all([image.toWire(), resolveSecrets(params.secrets), resolveVolumes(params.volumes)]);
   return {
     appId: app.appId,
     image: imageSpec,
@@ -126,7 +138,25 @@ async function createRequest(app: App, image: Image, params: SandboxCreateParams
     blockNetwork: params.blockNetwork,
     name: params.name,
     tags: params.tags,
+    readinessProbe: probe?.toWire(),
+    volumes,
+    encryptedPorts: params.encryptedPorts,
+    unencryptedPorts: params.unencryptedPorts,
+    h2Ports: params.h2Ports,
+    outboundCidrAllowlist: outboundCidrAllowlist ?? cidrAllowlist,
+    inboundCidrAllowlist: params.inboundCidrAllowlist,
+    pty: params.pty,
   };
+}
+
+/** The `tag` query of a list: repeated k=v pairs (the server splits at the first "=", so keys must not hold one). */
+export function tagQuery(tags: Record<string, string> | undefined): string[] {
+  if (tags === undefined) return [];
+  checkTags(tags);
+  return Object.entries(tags).map(([k, v]) => {
+    if (k.includes("=")) throw new InvalidError(`cannot filter on tag key ${JSON.stringify(k)}: a key holding "=" cannot be told from its value`);
+    return `${k}=${v}`;
+  });
 }
 
 export class SandboxService {
@@ -146,6 +176,9 @@ export class SandboxService {
    */
   async create(app: App, image?: Image | Promise<Image>, params: SandboxCreateParams = {}): Promise<Sandbox> {
     const resolved = (await image) ?? this.#images.debianSlim();
+    const onLog = params.onLog ?? (params.verbose ? (text: string) => void process.stderr.write(text) : undefined);
+    // With a log wanted, build (or pull) first through the build API, which streams it.
+    if (onLog && resolved instanceof Image && resolved.imageId === undefined) await resolved.build(app, { onLog, signal: params.signal });
     const body = await createRequest(app, resolved, params);
     const wire = await this.#http.json<WireSandbox>({
       method: "POST",
@@ -171,21 +204,20 @@ export class SandboxService {
 
   /** The running sandbox of that name in the app of that name; NotFoundError when there is none. */
   async fromName(appName: string, name: string, opts: CallOptions = {}): Promise<Sandbox> {
-    const app = await this.#http.json<WireApp>({
-      method: "POST",
-      path: "/v1/apps/lookup",
-      body: { name: appName, createIfMissing: false },
+    for (const [what, v] of [["appName", appName], ["name", name]] as const) {
+      if (typeof v !== "string" || v === "") throw new InvalidError(`${what} must be a non-empty string`);
+    }
+    const wire = await this.#http.json<WireSandbox>({
+      method: "GET",
+      path: `/v1/sandboxes/by-name/${encodeURIComponent(appName)}/${encodeURIComponent(name)}`,
       signal: opts.signal,
     });
-    for await (const sb of this.list({ appId: app.appId, signal: opts.signal })) {
-      if (sb.name === name) return sb;
-    }
-    throw new NotFoundError(`no running sandbox named ${JSON.stringify(name)} in app ${JSON.stringify(appName)}`);
+    return new Sandbox(this.#http, wire, undefined);
   }
 
   /** The running sandboxes (of an app, having at least the given tags), page by page. */
   async *list(params: SandboxListParams = {}): AsyncGenerator<Sandbox, void, undefined> {
-    const tag = Object.entries(params.tags ?? {}).map(([k, v]) => `${k}=${v}`);
+    const tag = tagQuery(params.tags);
     let cursor: string | undefined;
     do {
       const page: SandboxList = await this.#http.json<SandboxList>({

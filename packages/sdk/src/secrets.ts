@@ -1,6 +1,18 @@
-// Secrets: environment variables that reach only the sandbox.
-import { InvalidError } from "./errors.js";
-import { ENV_KEY_PATTERN, LIMITS, NAME_PATTERN, type SecretRef } from "./wire.js";
+// Secrets: environment variables that reach only the sandbox. Inline secrets
+// travel with the request that uses them; named ones are stored on the server
+// (encrypted at rest) and referenced by name. No reply ever carries a value.
+import { InvalidError, NotFoundError } from "./errors.js";
+import type { HttpClient } from "./http.js";
+import type { CallOptions } from "./process.js";
+import {
+  ENV_KEY_PATTERN,
+  LIMITS,
+  NAME_PATTERN,
+  type SecretCreateRequest,
+  type SecretInfo,
+  type SecretList,
+  type SecretRef,
+} from "./wire.js";
 
 const ENV_KEY = new RegExp(ENV_KEY_PATTERN);
 const NAME = new RegExp(NAME_PATTERN);
@@ -23,24 +35,74 @@ export class Secret {
 }
 
 export interface SecretFromNameParams {
-  /** Keys the secret must have; the sandbox fails to start without them. */
+  /** Keys the secret must have; a create (or exec) using it fails without them. */
   requiredKeys?: string[];
 }
 
+export interface SecretCreateParams extends CallOptions {
+  /** Replace the values of an existing secret of that name (else AlreadyExistsError). */
+  overwrite?: boolean;
+}
+
+export interface SecretDeleteParams extends CallOptions {
+  /** Succeed when there is no secret of that name (else NotFoundError). */
+  allowMissing?: boolean;
+}
+
+function checkName(name: unknown): asserts name is string {
+  if (typeof name !== "string" || !NAME.test(name) || name.length > LIMITS.maxNameLength) {
+    throw new InvalidError(`secret name must match ${NAME_PATTERN} and have at most ${LIMITS.maxNameLength} characters (got ${JSON.stringify(name)})`);
+  }
+}
+
 export class SecretService {
+  readonly #http: HttpClient;
+
+  /** @internal */
+  constructor(http: HttpClient) {
+    this.#http = http;
+  }
+
   /** An inline secret; its values are sent with the sandbox (or exec) that uses it. */
   fromObject(entries: Record<string, string>): Secret {
     checkEnv(entries, "secret");
     return new Secret({ kind: "inline", env: { ...entries } });
   }
 
-  /** A reference to a secret stored on the server (server support comes later). */
+  /**
+   * A reference to a secret stored on the server. Lazy: the server checks
+   * that it exists and has `requiredKeys` when a sandbox or exec uses it
+   * (NotFoundError, InvalidError).
+   */
   async fromName(name: string, params: SecretFromNameParams = {}): Promise<Secret> {
-    if (typeof name !== "string" || !NAME.test(name) || name.length > LIMITS.maxNameLength) {
-      throw new InvalidError(`secret name must match ${NAME_PATTERN} and have at most ${LIMITS.maxNameLength} characters (got ${JSON.stringify(name)})`);
-    }
+    checkName(name);
+    if (params.requiredKeys !== undefined && !Array.isArray(params.requiredKeys)) throw new InvalidError("requiredKeys must be an array of strings");
     for (const key of params.requiredKeys ?? []) checkEnvKey(key, "requiredKeys");
     return new Secret({ kind: "named", name, ...(params.requiredKeys ? { requiredKeys: [...params.requiredKeys] } : {}) });
+  }
+
+  /** Stores a secret on the server; AlreadyExistsError if the name is taken, unless `overwrite`. */
+  async create(name: string, entries: Record<string, string>, params: SecretCreateParams = {}): Promise<SecretInfo> {
+    checkName(name);
+    checkEnv(entries, "secret");
+    const body: SecretCreateRequest = { name, env: { ...entries }, ...(params.overwrite ? { overwrite: true } : {}) };
+    return this.#http.json<SecretInfo>({ method: "POST", path: "/v1/secrets", body, signal: params.signal });
+  }
+
+  /** The stored secrets: names and keys, never values. */
+  async list(opts: CallOptions = {}): Promise<SecretInfo[]> {
+    const list = await this.#http.json<SecretList>({ method: "GET", path: "/v1/secrets", signal: opts.signal });
+    return list.secrets;
+  }
+
+  /** Deletes a stored secret; NotFoundError when there is none, unless `allowMissing`. */
+  async delete(name: string, params: SecretDeleteParams = {}): Promise<void> {
+    checkName(name);
+    try {
+      await this.#http.json({ method: "DELETE", path: `/v1/secrets/${encodeURIComponent(name)}`, signal: params.signal });
+    } catch (err) {
+      if (!(params.allowMissing && err instanceof NotFoundError)) throw err;
+    }
   }
 }
 

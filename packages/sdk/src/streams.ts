@@ -363,3 +363,85 @@ export class SbxWritableStream extends WritableStream<string | Uint8Array> {
     return this.locked ? this.#sender.close() : super.close();
   }
 }
+
+// ---- server-sent events ------------------------------------------------------
+
+/** One server-sent event: its `event:` type (default "message"), `data:` lines joined by "\n", and `id:`. */
+export interface SseMessage {
+  event: string;
+  data: string;
+  id: string | undefined;
+}
+
+/**
+ * An incremental text/event-stream parser (the WHATWG rules: lines end in
+ * \n, \r\n or \r; a blank line dispatches; ":" starts a comment; one space
+ * after the colon is dropped). Feed it decoded text in any pieces.
+ */
+export class SseParser {
+  #buffer = "";
+  #event = "";
+  #data: string[] = [];
+  #id: string | undefined;
+  /** A \r ended the last piece: a \n starting the next belongs to it. */
+  #pendingCr = false;
+
+  push(text: string): SseMessage[] {
+    if (this.#pendingCr && text.startsWith("\n")) text = text.slice(1);
+    this.#pendingCr = false;
+    this.#buffer += text;
+    const out: SseMessage[] = [];
+    for (;;) {
+      const m = /\r\n|\r|\n/.exec(this.#buffer);
+      if (!m) break;
+      if (m[0] === "\r" && m.index === this.#buffer.length - 1) {
+        // Could be the first half of \r\n: take the line, remember the \r.
+        this.#pendingCr = true;
+      }
+      const line = this.#buffer.slice(0, m.index);
+      this.#buffer = this.#buffer.slice(m.index + m[0].length);
+      const msg = this.#line(line);
+      if (msg) out.push(msg);
+    }
+    return out;
+  }
+
+  #line(line: string): SseMessage | undefined {
+    if (line === "") {
+      if (this.#data.length === 0) {
+        this.#event = "";
+        return undefined;
+      }
+      const msg: SseMessage = { event: this.#event || "message", data: this.#data.join("\n"), id: this.#id };
+      this.#event = "";
+      this.#data = [];
+      return msg;
+    }
+    if (line.startsWith(":")) return undefined;
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.#event = value;
+    else if (field === "data") this.#data.push(value);
+    else if (field === "id" && !value.includes("\0")) this.#id = value;
+    return undefined;
+  }
+}
+
+/** Yields the messages of an event-stream body until it ends (an unterminated last event is dropped). */
+export async function* sseMessages(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage, void, undefined> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder("utf-8", { fatal: false });
+  const parser = new SseParser();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      // An event not ended by a blank line when the body ends is incomplete: dropped.
+      if (done) return;
+      yield* parser.push(decoder.decode(value, { stream: true }));
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}

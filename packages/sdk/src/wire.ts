@@ -53,6 +53,13 @@ export const SandboxIdSchema = Id("^sb-[a-z0-9]{1,40}$");
 export const AppIdSchema = Id("^ap-[a-z0-9]{1,40}$");
 export const ExecIdSchema = Id("^(entry|ex-[a-z0-9]{1,40})$");
 
+export const VolumeIdSchema = Id("^vo-[a-z0-9]{1,40}$");
+
+const Tags = Type.Record(
+  Type.String({ minLength: 1, maxLength: LIMITS.maxTagLength }),
+  Type.String({ maxLength: LIMITS.maxTagLength }),
+);
+
 const Argv = Type.Array(Type.String({ maxLength: LIMITS.maxArgvBytes }), {
   minItems: 1,
   maxItems: LIMITS.maxArgs,
@@ -99,6 +106,41 @@ export const FinishReason = Type.Union([
 ]);
 export type FinishReason = Static<typeof FinishReason>;
 
+/** A readiness probe: run until it first succeeds (at most 5 minutes), then Ready is recorded. */
+export const ReadinessProbe = Type.Union([
+  Type.Object(
+    {
+      kind: Type.Literal("tcp"),
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      intervalMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 60_000 })),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      kind: Type.Literal("exec"),
+      argv: Argv,
+      intervalMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 60_000 })),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type ReadinessProbe = Static<typeof ReadinessProbe>;
+
+/** A volume mounted into a sandbox, by id (see POST /v1/volumes/lookup). */
+export const VolumeMount = Type.Object(
+  {
+    volumeId: VolumeIdSchema,
+    readOnly: Type.Optional(Type.Boolean()),
+    subPath: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+  },
+  { additionalProperties: false },
+);
+export type VolumeMount = Static<typeof VolumeMount>;
+
+const Ports = Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: 64 });
+const Cidrs = Type.Array(Type.String({ maxLength: 64 }), { maxItems: 256 });
+
 export const SandboxCreateRequest = Type.Object(
   {
     appId: AppIdSchema,
@@ -115,7 +157,16 @@ export const SandboxCreateRequest = Type.Object(
     secrets: Type.Optional(Type.Array(SecretRef, { maxItems: 64 })),
     blockNetwork: Type.Optional(Type.Boolean()),
     name: Type.Optional(Type.String({ maxLength: 256 })),
-    tags: Type.Optional(Type.Record(Type.String({ maxLength: LIMITS.maxTagLength }), Type.String({ maxLength: LIMITS.maxTagLength }))),
+    tags: Type.Optional(Tags),
+    readinessProbe: Type.Optional(ReadinessProbe),
+    /** container path → volume. */
+    volumes: Type.Optional(Type.Record(Type.String({ maxLength: 4096 }), VolumeMount)),
+    encryptedPorts: Type.Optional(Ports),
+    unencryptedPorts: Type.Optional(Ports),
+    h2Ports: Type.Optional(Ports),
+    outboundCidrAllowlist: Type.Optional(Cidrs),
+    inboundCidrAllowlist: Type.Optional(Cidrs),
+    pty: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
@@ -131,8 +182,58 @@ export const Sandbox = Type.Object({
   imageId: Type.Union([Type.String(), Type.Null()]),
   tags: Type.Record(Type.String(), Type.String()),
   createdAt: Timestamp,
+  /** Whether a readiness probe is configured, and whether it has succeeded. */
+  hasReadinessProbe: Type.Boolean(),
+  ready: Type.Boolean(),
 });
 export type Sandbox = Static<typeof Sandbox>;
+
+export const SetTagsRequest = Type.Object({ tags: Tags }, { additionalProperties: false });
+export type SetTagsRequest = Static<typeof SetTagsRequest>;
+
+// ---- secrets and volumes ---------------------------------------------------
+
+export const SecretCreateRequest = Type.Object(
+  {
+    name: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: LIMITS.maxNameLength }),
+    env: EnvMap,
+    /** Replace the values of an existing secret of that name. */
+    overwrite: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+export type SecretCreateRequest = Static<typeof SecretCreateRequest>;
+
+/** What the server tells about a secret: never its values. */
+export const SecretInfo = Type.Object({ name: Type.String(), keys: Type.Array(Type.String()), createdAt: Timestamp });
+export type SecretInfo = Static<typeof SecretInfo>;
+export const SecretList = Type.Object({ secrets: Type.Array(SecretInfo) });
+export type SecretList = Static<typeof SecretList>;
+
+export const VolumeLookupRequest = Type.Object(
+  {
+    name: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: LIMITS.maxNameLength }),
+    createIfMissing: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+export type VolumeLookupRequest = Static<typeof VolumeLookupRequest>;
+
+export const Volume = Type.Object({
+  volumeId: VolumeIdSchema,
+  /** null for an ephemeral volume. */
+  name: Type.Union([Type.String(), Type.Null()]),
+  ephemeral: Type.Boolean(),
+  createdAt: Timestamp,
+});
+export type Volume = Static<typeof Volume>;
+export const VolumeList = Type.Object({ volumes: Type.Array(Volume) });
+export type VolumeList = Static<typeof VolumeList>;
+
+export const ReadyQuery = Type.Object(
+  { timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: LIMITS.maxWaitMs })) },
+  { additionalProperties: false },
+);
 
 export const EventType = Type.Union([
   Type.Literal("Created"),
@@ -221,6 +322,15 @@ export const SCHEMAS: Record<string, TSchema> = {
   SandboxList,
   ExecRequest,
   Exec,
+  ReadinessProbe,
+  VolumeMount,
+  SetTagsRequest,
+  SecretCreateRequest,
+  SecretInfo,
+  SecretList,
+  VolumeLookupRequest,
+  Volume,
+  VolumeList,
   StdinAck,
   Health,
 };

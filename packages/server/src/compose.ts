@@ -11,6 +11,7 @@ import type { ServerConfig } from "./config.js";
 import {
   Admission,
   AppService,
+  BuildService,
   SecretService,
   VolumeService,
   InvalidArgumentError,
@@ -47,9 +48,9 @@ export function defaultAgentDir(): string {
 /** Image errors arrive from images/ with their own classes; core speaks SbxServerError. */
 function translateImageErrors(images: ImageService): ImageService {
   return {
-    async resolve(source, signal) {
+    async resolve(source, signal, opts) {
       try {
-        return await images.resolve(source, signal);
+        return await images.resolve(source, signal, opts);
       } catch (err) {
         if (err instanceof SbxServerError || !(err instanceof Error)) throw err;
         const opts = { cause: err };
@@ -70,7 +71,7 @@ function translateImageErrors(images: ImageService): ImageService {
 }
 
 function describe(source: Parameters<ImageService["resolve"]>[0]): string {
-  return source.kind === "registry" ? source.ref : source.kind === "id" ? source.imageId : "debianSlim";
+  return source.kind === "registry" ? source.ref : source.kind === "id" ? source.imageId : source.kind;
 }
 
 export async function compose(config: ServerConfig): Promise<Composed> {
@@ -93,10 +94,18 @@ export async function compose(config: ServerConfig): Promise<Composed> {
   });
   const secrets = new SecretService(store, await secretsKey(config.dataDir));
   const volumes = new VolumeService(store, new LocalVolumeStorage(config.dataDir));
+  // Builds wrap the image store: sandboxes get plain images and built ones through it.
+  const builds = new BuildService({
+    images,
+    backend,
+    output: new FileOutputReader(config.dataDir),
+    sandboxImages: () => store.listActiveSandboxes().flatMap((r) => (r.imageId ? [r.imageId] : [])),
+    log,
+  });
   const sandboxes = new SandboxService({
     store,
     backend,
-    images: translateImageErrors(images),
+    images: translateImageErrors(builds),
     output: new FileOutputReader(config.dataDir),
     secrets,
     volumes,
@@ -106,7 +115,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
   const tokens = new TokenService(store);
   const apps = new AppService(store);
   const api = buildApi({
-    services: { apps, sandboxes, secrets, volumes, version: VERSION },
+    services: { apps, sandboxes, secrets, volumes, builds, version: VERSION },
     tokens,
     logger: config.logger ?? false,
   });
@@ -117,6 +126,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     newAdminToken: tokens.ensureAdminToken(),
     async close() {
       sandboxes.close();
+      builds.close();
       await api.close();
       images.close();
       store.close();

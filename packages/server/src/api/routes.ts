@@ -34,12 +34,16 @@ import {
 import type { AppService, SandboxService, SecretService, VolumeService } from "../core/index.js";
 import { InvalidArgumentError } from "../core/index.js";
 import { presentApp, presentEvent, presentExec, presentSandbox, presentSecret, presentVolume } from "./present.js";
+import type { BuildService } from "../core/index.js";
+import { IMAGE_ROUTES } from "./image-routes.js";
 
 export interface Services {
   apps: AppService;
   sandboxes: SandboxService;
   secrets: SecretService;
   volumes: VolumeService;
+  /** Image builds, pulls and the image store (api/image-routes.ts). */
+  builds: BuildService;
   version: string;
 }
 
@@ -422,5 +426,5 @@ export const ROUTES: RouteDef[] = [
       return {};
     },
   },
+  ...IMAGE_ROUTES,
 ];
-

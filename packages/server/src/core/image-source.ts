@@ -1,26 +1,63 @@
 // What a client asked for (wire ImageSpec) → what the image service resolves
-// (ImageSource): credentials come out of their secret here, and the stored
-// form of a spec never holds them.
-import type { ImageSpec } from "sbx/wire";
+// (ImageSource): credentials and build secrets come out of their secrets
+// here, and the stored form of a spec never holds them.
+import type { ImageSpec, SecretRef } from "sbx/wire";
+import { InvalidArgumentError } from "./errors.js";
 import type { ImageSource } from "./ports.js";
 import { resolveSecretEnv } from "./secrets.js";
 
-export function toImageSource(spec: ImageSpec): ImageSource {
+/** Deepest chain of dockerfileCommands() on one base. */
+export const MAX_BUILD_DEPTH = 32;
+
+type SecretEnv = (refs: SecretRef[] | undefined) => Record<string, string>;
+
+/**
+ * `secretEnv` resolves secret references (default: inline ones only; pass
+ * SecretService.resolveEnv to allow named ones).
+ */
+export function toImageSource(spec: ImageSpec, secretEnv: SecretEnv = resolveSecretEnv, depth = 0): ImageSource {
   switch (spec.kind) {
     case "registry": {
-      const auth = spec.secret ? registryAuth(resolveSecretEnv([spec.secret])) : undefined;
+      const auth = spec.secret ? registryAuth(secretEnv([spec.secret])) : undefined;
       return auth ? { kind: "registry", ref: spec.ref, auth } : { kind: "registry", ref: spec.ref };
     }
     case "debianSlim":
       return spec.pythonVersion === undefined ? { kind: "debianSlim" } : { kind: "debianSlim", pythonVersion: spec.pythonVersion };
     case "id":
       return { kind: "id", imageId: spec.imageId };
+    case "dockerfile": {
+      if (depth >= MAX_BUILD_DEPTH) {
+        throw new InvalidArgumentError(`image: more than ${MAX_BUILD_DEPTH} dockerfileCommands() on one base; build an intermediate image and use images.fromId()`);
+      }
+      return {
+        kind: "dockerfile",
+        base: toImageSource(spec.base, secretEnv, depth + 1),
+        commands: spec.commands,
+        env: spec.env ?? {},
+        secretEnv: secretEnv(spec.secrets),
+        forceBuild: spec.forceBuild ?? false,
+      };
+    }
   }
 }
 
 /** The spec as stored with a sandbox: everything but secret values. */
 export function storedImageSpec(spec: ImageSpec): unknown {
-  return spec.kind === "registry" ? { kind: "registry", ref: spec.ref } : spec;
+  switch (spec.kind) {
+    case "registry":
+      return { kind: "registry", ref: spec.ref };
+    case "dockerfile":
+      return {
+        kind: "dockerfile",
+        base: storedImageSpec(spec.base),
+        commands: spec.commands,
+        ...(spec.env ? { env: spec.env } : {}),
+        ...(spec.secrets ? { secrets: spec.secrets.map((s) => (s.kind === "named" ? s : { kind: "inline", keys: Object.keys(s.env) })) } : {}),
+        ...(spec.forceBuild ? { forceBuild: true } : {}),
+      };
+    default:
+      return spec;
+  }
 }
 
 function registryAuth(env: Record<string, string>): { username: string; password: string } | undefined {

@@ -8,6 +8,8 @@
 // exited, terminated, timed out, OOM, or failed to start), each step a stored
 // event. A server restart re-adopts every Started sandbox (recover()).
 export { AppService } from "./apps.js";
+export { BuildService, BUILD_LIMITS, type BuildJob, type BuildServiceDeps } from "./builds.js";
+export { toImageSource } from "./image-source.js";
 export { SandboxService, SANDBOX_DEFAULTS, ENTRY_EXEC_ID, type SandboxServiceDeps } from "./sandboxes.js";
 export { TokenService, hashToken } from "./tokens.js";
 export { SecretService, type SecretInfo } from "./secrets.js";

@@ -158,7 +158,7 @@ export class SandboxService {
 
     let handle: RuntimeSandbox;
     try {
-      const image = await this.deps.images.resolve(toImageSource(req.image), signal);
+      const image = await this.deps.images.resolve(toImageSource(req.image, (refs) => this.deps.secrets.resolveEnv(refs)), signal);
       store.updateSandbox(record.sandboxId, { imageId: image.imageId });
       const mounts = await Promise.all(
         volumes.map(async (v) => ({
@@ -462,6 +462,15 @@ export class SandboxService {
     return r;
   }
 
+  /**
+   * Activity that keeps a sandbox from its idle timeout without an exec: the
+   * hook tunnels call while a TCP connection through them is open.
+   */
+  touch(sandboxId: string): void {
+    const live = this.live.get(sandboxId);
+    if (live) live.lastActivity = Date.now();
+  }
+
   setTags(sandboxId: string, tags: Record<string, string>): SandboxRecord {
     enforce([{ field: "tags", problem: checkTags(tags) }]);
     this.mustGet(sandboxId);
@@ -581,12 +590,14 @@ export class SandboxService {
     const end = offset + data.length;
     const deadline = Date.now() + 10_000;
     live.lastActivity = Date.now();
-    let acked = await this.agentCall(() => live.handle.writeStdin(execId, offset, data));
+    let acked = await this.stdinCall(sandboxId, execId, () => live.handle.writeStdin(execId, offset, data));
     // The agent buffers at most 1 MiB per process; hand it the rest as the process reads.
     while (acked < end && Date.now() < deadline) {
       if (this.deps.store.getExec(sandboxId, execId)?.returncode !== null) break;
       await sleep(5);
-      acked = await this.agentCall(() => live.handle.writeStdin(execId, acked, data.subarray(acked - offset)));
+      acked = await this.stdinCall(sandboxId, execId, () =>
+        live.handle.writeStdin(execId, acked, data.subarray(acked - offset)),
+      );
     }
     return acked;
   }
@@ -594,7 +605,13 @@ export class SandboxService {
   async closeStdin(sandboxId: string, execId: string): Promise<void> {
     const live = this.requireLive(sandboxId);
     if (this.getExec(sandboxId, execId).returncode !== null) return; // closing is idempotent
-    await this.agentCall(() => live.handle.closeStdin(execId));
+    try {
+      await this.stdinCall(sandboxId, execId, () => live.handle.closeStdin(execId));
+    } catch (err) {
+      // The process (or the whole sandbox) ended as we closed: its stdin is closed.
+      if (await this.hasEnded(sandboxId, execId)) return;
+      throw err;
+    }
   }
 
   private requireRunningExec(sandboxId: string, execId: string): void {
@@ -604,14 +621,34 @@ export class SandboxService {
     }
   }
 
-  /** Errors the agent reports about a request are the caller's problem, not the server's. */
-  private async agentCall<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * A stdin request to the agent. Errors it reports are the caller's problem,
+   * not the server's; one that comes from the process or sandbox ending under
+   * the request (the agent's connection drops as it dies) says so.
+   */
+  private async stdinCall<T>(sandboxId: string, execId: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof SbxServerError) throw err;
+      if (await this.hasEnded(sandboxId, execId)) {
+        const rec = this.mustGet(sandboxId);
+        const what = rec.state === "finished" ? `sandbox ${sandboxId} has finished (${rec.finishReason})` : `process ${execId} has exited`;
+        throw new FailedPreconditionError(`${what}; its stdin is closed`, { cause: err });
+      }
       throw new FailedPreconditionError(err instanceof Error ? err.message : String(err), { cause: err });
     }
+  }
+
+  /** Whether the process or its sandbox has ended, allowing a moment for the news to arrive. */
+  private async hasEnded(sandboxId: string, execId: string): Promise<boolean> {
+    const ended = () =>
+      this.mustGet(sandboxId).state === "finished" || this.deps.store.getExec(sandboxId, execId)?.returncode !== null;
+    for (let i = 0; i < 20 && !ended(); i++) {
+      if ((await this.deps.output.exitStatus(sandboxId, execId)) !== null) return true;
+      await sleep(50);
+    }
+    return ended();
   }
 
   // ---- waiting ----------------------------------------------------------------

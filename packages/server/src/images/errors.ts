@@ -34,8 +34,18 @@ export class RegistryAuthError extends ImageError {
 
 /** Any other registry / transport / protocol failure. */
 export class RegistryError extends ImageError {
-  constructor(message: string, options?: { cause?: unknown; code?: string }) {
+  /** A network error or a 5xx: trying again may help. */
+  readonly retryable: boolean;
+  constructor(message: string, options?: { cause?: unknown; code?: string; retryable?: boolean }) {
     super(options?.code ?? "registry_error", message, options);
+    this.retryable = options?.retryable ?? false;
+  }
+}
+
+/** The image's config cannot be honoured (e.g. its USER is not in its /etc/passwd). */
+export class ImageConfigError extends ImageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("image_config", message, options);
   }
 }
 
@@ -57,5 +67,12 @@ export class LayerUnpackError extends ImageError {
 export class BaseImageError extends ImageError {
   constructor(message: string, options?: { cause?: unknown; code?: string }) {
     super(options?.code ?? "base_image", message, options);
+  }
+}
+
+/** The image is used by a running sandbox or build and cannot be removed. */
+export class ImageInUseError extends ImageError {
+  constructor(message: string) {
+    super("image_in_use", message);
   }
 }

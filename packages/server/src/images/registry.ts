@@ -17,6 +17,29 @@ export const MAX_MANIFEST_BYTES = 4 << 20;
 export const MAX_CONFIG_BYTES = 4 << 20;
 const MAX_TOKEN_BYTES = 1 << 20;
 const LAYER_CONCURRENCY = 3;
+/** Re-requests of one blob after a dropped connection or a 5xx, resuming with a Range request. */
+export const BLOB_RETRIES = 5;
+const RETRY_BASE_MS = 200;
+/** An image with more layers than this is refused (overlayfs stacks at most ~128 lowerdirs here). */
+export const MAX_LAYERS = 120;
+
+function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => (clearTimeout(t), reject(signal.reason)), { once: true });
+  });
 
 export const MT = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -153,9 +176,17 @@ export class RegistryClient {
     return registryEndpoint(ref.registry, this.mirrors, this.insecure);
   }
 
-  /** Pulls manifest, config and layer blobs of `ref` into `store`. */
-  async pull(ref: ImageRef, display: string, store: ContentStore, creds?: Credentials, signal?: AbortSignal): Promise<PulledImage> {
+  /** Pulls manifest, config and layer blobs of `ref` into `store`. `onLog` hears progress lines. */
+  async pull(
+    ref: ImageRef,
+    display: string,
+    store: ContentStore,
+    creds?: Credentials,
+    signal?: AbortSignal,
+    onLog?: (line: string) => void,
+  ): Promise<PulledImage> {
     const ep = this.endpointFor(ref);
+    const progress = onLog ?? (() => {});
     const s: Session = { display, ref, ep, creds, signal };
     const reference = manifestReference(ref);
     let { body, mediaType, digest } = await this.getManifest(s, reference, ref.digest);
@@ -188,6 +219,7 @@ export class RegistryClient {
     const cfgDesc = doc.config as Descriptor | undefined;
     const layers = (doc.layers ?? []) as Descriptor[];
     if (!cfgDesc || !Array.isArray(layers)) throw new RegistryError(`${display}: manifest ${manifestDigest} has no config or layers`);
+    if (layers.length > MAX_LAYERS) throw new RegistryError(`${display}: image has ${layers.length} layers, more than the ${MAX_LAYERS} sbx supports`);
     for (const d of [cfgDesc, ...layers]) {
       if (typeof d.digest !== "string" || !SHA256_DIGEST_RE.test(d.digest) || typeof d.size !== "number" || d.size < 0) {
         throw new RegistryError(`${display}: manifest ${manifestDigest} has an invalid descriptor ${JSON.stringify(d).slice(0, 200)}`);
@@ -223,24 +255,22 @@ export class RegistryClient {
       throw new RegistryError(`${display}: image config lists ${diffIds.length} diff ids for ${layers.length} layers (or non-sha256 diff ids)`);
     }
 
-    // Layers, a few at a time.
+    // Layers, a few at a time. A blob already in the store (from any image)
+    // is not downloaded again.
+    progress(`pulling ${display} from ${ep.host}: ${layers.length} layer${layers.length === 1 ? "" : "s"}\n`);
     let next = 0;
+    let done = 0;
     const worker = async () => {
       while (next < layers.length) {
         const d = layers[next++]!;
-        if (await store.has(d.digest)) continue;
+        if (await store.has(d.digest)) {
+          progress(`  layer ${++done}/${layers.length} ${d.digest.slice(7, 19)} already present\n`);
+          continue;
+        }
         const t0 = Date.now();
-        await store.ingest(
-          d.digest,
-          d.size,
-          async () => {
-            const res = await this.getBlob(s, d.digest);
-            if (!res.body) throw new RegistryError(`${display}: empty response for blob ${d.digest}`);
-            return Readable.fromWeb(res.body as unknown as NodeReadableStream<Uint8Array>);
-          },
-          `${display}: layer ${d.digest} from ${ep.host}`,
-        );
+        await store.ingest(d.digest, d.size, async () => this.blobBytes(s, d), `${display}: layer ${d.digest} from ${ep.host}`);
         this.log(`pulled ${display} layer ${d.digest.slice(0, 19)} (${d.size} bytes) in ${Date.now() - t0} ms`);
+        progress(`  layer ${++done}/${layers.length} ${d.digest.slice(7, 19)} ${humanBytes(d.size)} in ${Date.now() - t0} ms\n`);
       }
     };
     await Promise.all(Array.from({ length: Math.min(LAYER_CONCURRENCY, layers.length) }, worker));
@@ -273,8 +303,67 @@ export class RegistryClient {
     return { body, mediaType, digest };
   }
 
-  private async getBlob(s: Session, digest: string): Promise<Response> {
-    const res = await this.request(s, `/v2/${s.ref.repository}/blobs/${digest}`, "*/*");
+  /**
+   * The bytes of a blob. A connection that drops mid-body (or a 5xx / network
+   * error before it) is retried up to BLOB_RETRIES times with backoff, asking
+   * for the rest only (`Range: bytes=N-`); a registry that answers 200 to a
+   * Range request has the first N bytes skipped. The content store verifies
+   * size and digest of the whole.
+   */
+  private async *blobBytes(s: Session, d: Descriptor): AsyncGenerator<Uint8Array> {
+    let offset = 0;
+    let failures = 0;
+    for (;;) {
+      let res: Response;
+      try {
+        res = await this.getBlob(s, d.digest, offset);
+      } catch (e) {
+        if (s.signal?.aborted || !(e instanceof RegistryError) || e instanceof RegistryAuthError || !e.retryable || failures >= BLOB_RETRIES) throw e;
+        failures++;
+        this.log(`${s.display}: blob ${d.digest.slice(0, 19)}: ${e.message}; retry ${failures}/${BLOB_RETRIES} from byte ${offset}`);
+        await sleep(RETRY_BASE_MS * 2 ** (failures - 1), s.signal);
+        continue;
+      }
+      let skip = 0;
+      if (offset > 0) {
+        if (res.status === 206) {
+          const m = /^bytes (\d+)-/.exec(res.headers.get("content-range") ?? "");
+          if (!m || Number(m[1]) !== offset) {
+            await res.body?.cancel().catch(() => {});
+            throw new RegistryError(`${s.display}: registry ${s.ep.host} resumed blob ${d.digest} at the wrong offset (${res.headers.get("content-range")})`);
+          }
+        } else {
+          skip = offset; // a full body: drop what we already have
+        }
+      }
+      if (!res.body) throw new RegistryError(`${s.display}: empty response for blob ${d.digest}`);
+      try {
+        for await (const chunk of Readable.fromWeb(res.body as unknown as NodeReadableStream<Uint8Array>)) {
+          let c = chunk as Buffer;
+          if (skip > 0) {
+            const n = Math.min(skip, c.length);
+            skip -= n;
+            c = c.subarray(n);
+            if (c.length === 0) continue;
+          }
+          offset += c.length;
+          failures = 0;
+          yield c;
+        }
+        return;
+      } catch (e) {
+        if (s.signal?.aborted || failures >= BLOB_RETRIES) {
+          throw new RegistryError(`${s.display}: downloading blob ${d.digest} from ${s.ep.host} failed at byte ${offset}: ${errText(e)}`, { cause: e });
+        }
+        failures++;
+        this.log(`${s.display}: blob ${d.digest.slice(0, 19)} dropped at byte ${offset} (${errText(e)}); resuming (${failures}/${BLOB_RETRIES})`);
+        await sleep(RETRY_BASE_MS * 2 ** (failures - 1), s.signal);
+      }
+    }
+  }
+
+  private async getBlob(s: Session, digest: string, offset = 0): Promise<Response> {
+    const res = await this.request(s, `/v2/${s.ref.repository}/blobs/${digest}`, "*/*", offset > 0 ? { Range: `bytes=${offset}-` } : {});
     if (res.status === 404) {
       await res.body?.cancel().catch(() => {});
       throw new RegistryError(`${s.display}: registry ${s.ep.host} has no blob ${digest}`);
@@ -298,14 +387,16 @@ export class RegistryClient {
           : `${s.display}: registry ${s.ep.host} denied anonymous access (${res.status} on ${what}): the repository does not exist or credentials are missing`,
       );
     }
-    throw new RegistryError(`${s.display}: registry ${s.ep.host} answered ${res.status} for ${what}${detail ? `: ${detail}` : ""}`);
+    throw new RegistryError(`${s.display}: registry ${s.ep.host} answered ${res.status} for ${what}${detail ? `: ${detail}` : ""}`, {
+      retryable: res.status >= 500 || res.status === 429,
+    });
   }
 
   /** GET with auth challenge handling (one re-auth per request). */
-  private async request(s: Session, pathAndQuery: string, accept: string): Promise<Response> {
+  private async request(s: Session, pathAndQuery: string, accept: string, extra: Record<string, string> = {}): Promise<Response> {
     const url = `${s.ep.baseUrl}${pathAndQuery}`;
     for (let attempt = 0; ; attempt++) {
-      const headers: Record<string, string> = { Accept: accept };
+      const headers: Record<string, string> = { Accept: accept, ...extra };
       if (s.authHeader) headers.Authorization = s.authHeader;
       const res = await this.fetchFollow(s, url, headers);
       if (res.status !== 401 || attempt > 0) return res;
@@ -376,7 +467,7 @@ export class RegistryClient {
         res = await fetch(current, { headers: h, redirect: "manual", signal: s.signal });
       } catch (e) {
         if (s.signal?.aborted) throw e;
-        throw new RegistryError(`${s.display}: cannot reach registry ${current.host}: ${errText(e)}`, { cause: e });
+        throw new RegistryError(`${s.display}: cannot reach registry ${current.host}: ${errText(e)}`, { cause: e, retryable: true });
       }
       if (res.status < 300 || res.status >= 400 || res.status === 304) return res;
       const loc = res.headers.get("location");

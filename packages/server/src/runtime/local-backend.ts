@@ -457,6 +457,7 @@ class LocalBackend implements Backend {
           rootfsPath: p.rootfs,
           runDir: p.run,
           agentPath: this.agentPath,
+          tcpProbePath: join(this.opts.agentDir, "sbx-tcp-probe"),
           resolvConfPath: p.resolvConf,
           hostsPath: p.hosts,
           hostnamePath: p.hostname,
@@ -495,7 +496,18 @@ class LocalBackend implements Backend {
       const alive = () => procStartTime(pid) === startTime;
       const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
       undo.push(() => agent.close());
-      await agent.start({ timeoutMs: this.opts.agentStartTimeoutMs ?? 10_000, ...(signal ? { signal } : {}), alive });
+      try {
+        await agent.start({ timeoutMs: this.opts.agentStartTimeoutMs ?? 10_000, ...(signal ? { signal } : {}), alive });
+      } catch (err) {
+        // An entrypoint may finish before the agent's first answer (`true`):
+        // that is a sandbox that started and exited, not a failed start.
+        if (spec.command && !alive() && readFileNoFollow(p.run, "procs/entry/exit", 64) !== null) {
+          agent.close();
+          this.log(`sandbox ${id}: its entrypoint exited before the agent's first answer`);
+          return new LocalSandbox(id, p, state, pid, startTime, null, this);
+        }
+        throw err;
+      }
       timings.agentHelloMs = performance.now() - th;
       timings.totalMs = performance.now() - t0;
 

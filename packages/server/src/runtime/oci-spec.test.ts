@@ -17,6 +17,7 @@ const host: OciHostInfo = {
   rootfsPath: "/d/sandboxes/sb-1/rootfs",
   runDir: "/d/sandboxes/sb-1/run",
   agentPath: "/opt/sbx/sbx-agent",
+  tcpProbePath: "/opt/sbx/sbx-tcp-probe",
   resolvConfPath: "/d/sandboxes/sb-1/resolv.conf",
   hostsPath: "/d/sandboxes/sb-1/hosts",
   hostnamePath: "/d/sandboxes/sb-1/hostname",

@@ -11,6 +11,8 @@ import { seccompProfile, type SeccompProfile } from "./seccomp.js";
 export const IN_SANDBOX = {
   runDir: "/.sbx",
   agent: "/.sbx/bin/sbx-agent",
+  /** The readiness probe's TCP check (core/probes.ts runs it). */
+  tcpProbe: "/.sbx/bin/sbx-tcp-probe",
 } as const;
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -142,6 +144,8 @@ export interface OciHostInfo {
   rootfsPath: string;
   runDir: string;
   agentPath: string;
+  /** Host path of sbx-tcp-probe, bound read-only beside the agent. */
+  tcpProbePath: string;
   resolvConfPath: string;
   hostsPath: string;
   hostnamePath: string;
@@ -236,6 +240,7 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
     ...base,
     { destination: IN_SANDBOX.runDir, type: "bind", source: host.runDir, options: ["rbind", "rw", "nosuid", "nodev"] },
     { destination: IN_SANDBOX.agent, type: "bind", source: host.agentPath, options: ["bind", "ro", "nosuid", "nodev"] },
+    { destination: IN_SANDBOX.tcpProbe, type: "bind", source: host.tcpProbePath, options: ["bind", "ro", "nosuid", "nodev"] },
     { destination: "/etc/resolv.conf", type: "bind", source: host.resolvConfPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/etc/hosts", type: "bind", source: host.hostsPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/etc/hostname", type: "bind", source: host.hostnamePath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },

@@ -1,0 +1,10 @@
+import { SbxClient, type Sandbox } from "sbx";
+import { readFileSync } from "node:fs";
+const dir = process.argv[2]!;
+const cfg = JSON.parse(readFileSync(`${dir}/client-config.json`, "utf8"));
+const c = new SbxClient({ serverUrl: cfg.serverUrl, token: cfg.token });
+const all: Sandbox[] = [];
+for await (const sb of c.sandboxes.list({})) all.push(sb);
+console.log("running", all.length);
+for (const sb of all) await sb.terminate();
+c.close();

@@ -1,0 +1,60 @@
+// 5. Burst: N concurrent create + `echo hi`: success rate, per-sandbox
+// latency (p50/p95/max) and the wall time of the whole burst.
+import { limit, type Ctx } from "../context.js";
+import type { Row, SectionResult } from "../report.js";
+import { createAndEcho, terminateAll } from "../sbx-ops.js";
+import { createTimings } from "../server.js";
+import { summarize } from "../stats.js";
+import { stepSummaries } from "./cold.js";
+
+export const BURST_TARGET = { successRate: 1, p95OverP50: 3 };
+
+export async function burst(ctx: Ctx): Promise<SectionResult> {
+  const { cfg, server, app } = ctx;
+  const n = cfg.burst.concurrency;
+  const S = `5. burst (${n} concurrent create + echo hi)`;
+  ctx.log(`burst: ${n} at once`);
+  const signal = AbortSignal.timeout(limit(ctx, cfg.burst.timeLimitMs));
+  const t0 = performance.now();
+  const results = await Promise.allSettled(Array.from({ length: n }, () => createAndEcho(server.client, app, signal)));
+  const wallMs = performance.now() - t0;
+  const ok = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const errors = results.flatMap((r) => (r.status === "rejected" ? [String((r.reason as Error)?.message ?? r.reason).split("\n")[0]!] : []));
+  const tt = performance.now();
+  const failedTerminations = await terminateAll(ok.map((r) => r.sandbox));
+  const terminateMs = performance.now() - tt;
+  if (ok.length) ctx.shared.terminateEach = summarize([terminateMs / ok.length]);
+  // Where the time went: the backend's own create steps, and what came before them (API, core, waiting).
+  const ids = new Set(ok.map((r) => r.sandbox.sandboxId));
+  const timings = createTimings(server.log()).filter((t) => ids.has(t.sandboxId));
+  const steps = stepSummaries(timings);
+  const backendTotal = new Map(timings.map((t) => [t.sandboxId, t.totalMs]));
+  const beforeBackend = summarize(ok.filter((r) => backendTotal.has(r.sandbox.sandboxId)).map((r) => r.createMs - backendTotal.get(r.sandbox.sandboxId)!));
+  const s = summarize(ok.map((r) => r.totalMs));
+  const rate = ok.length / n;
+  const spread = s.p95 / s.p50;
+  const distinct = [...new Set(errors)].slice(0, 3);
+  return {
+    name: "burst",
+    rows: [
+      { section: S, figure: "success rate", unit: "%", value: 100 * rate, target: "100 %", met: rate >= BURST_TARGET.successRate },
+      {
+        section: S,
+        figure: "create + exec, each",
+        unit: "ms",
+        summary: s,
+        ratio: spread,
+        baseline: "p95 ÷ p50",
+        target: `p95 ≤ ${BURST_TARGET.p95OverP50}× p50`,
+        met: spread <= BURST_TARGET.p95OverP50,
+      },
+      { section: S, figure: "  of which create call", unit: "ms", summary: summarize(ok.map((r) => r.createMs)) },
+      ...Object.entries(steps).map(([k, v]): Row => ({ section: S, figure: `    server step ${k}`, unit: "ms", summary: v })),
+      { section: S, figure: "    create call − server total", unit: "ms", summary: beforeBackend },
+      { section: S, figure: "wall time", unit: "ms", value: wallMs },
+      { section: S, figure: `terminate all ${ok.length}`, unit: "ms", value: terminateMs },
+    ],
+    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations },
+    notes: distinct.length ? [`burst: ${errors.length} failed, e.g. ${distinct.join(" | ")}`] : [],
+  };
+}

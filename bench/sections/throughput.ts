@@ -1,0 +1,60 @@
+// 4. Throughput: N bytes (1 GiB) of stdout read through the SDK, and N bytes
+// written to stdin (`wc -c` checks the count), versus a bare pipe
+// `head -c N /dev/zero | cat > /dev/null`. Figures are times per GiB, so
+// p95/max are the slow tail; the ratio is a rate ratio (baseline ms ÷ sbx ms).
+import { barePipe } from "../baselines/pipe.js";
+import { limit, type Ctx } from "../context.js";
+import type { Row, SectionResult } from "../report.js";
+import { readStdout, SANDBOX_TIMEOUT_MS, writeStdin, type Transfer } from "../sbx-ops.js";
+import { summarize, timeLoop, type Summary } from "../stats.js";
+
+export const THROUGHPUT_TARGET = 0.3;
+const GIB = 1 << 30;
+
+export async function throughput(ctx: Ctx): Promise<SectionResult> {
+  const { cfg, server, app } = ctx;
+  const t = cfg.throughput;
+  const S = `4. throughput (${t.bytes >= GIB ? `${t.bytes / GIB} GiB` : `${t.bytes >> 20} MiB`}, time per GiB)`;
+  const notes: string[] = [];
+
+  const perGiB = (x: Transfer) => (x.ms * GIB) / x.bytes;
+  const sb = await server.client.sandboxes.create(app, undefined, { timeoutMs: SANDBOX_TIMEOUT_MS });
+  const transfers: Record<string, Transfer[]> = { stdout: [], stdin: [] };
+  try {
+    for (const dir of ["stdout", "stdin"] as const) {
+      ctx.log(`throughput: sbx ${dir} × ${t.iterations}`);
+      await timeLoop({ count: t.iterations, timeLimitMs: limit(ctx, t.timeLimitMs) }, async () => {
+        const x = dir === "stdout" ? await readStdout(sb, t.bytes, limit(ctx, t.timeLimitMs)) : await writeStdin(sb, t.bytes, limit(ctx, t.timeLimitMs));
+        if (x.truncated) notes.push(`throughput: an ${dir} transfer was cut at ${(x.bytes / (1 << 20)).toFixed(0)} MiB by the time limit; its rate is scaled.`);
+        transfers[dir]!.push(x);
+        return perGiB(x);
+      });
+    }
+  } finally {
+    await sb.terminate();
+  }
+  ctx.log(`throughput: bare pipe × ${t.pipeIterations}`);
+  const pipeMs = await timeLoop({ count: t.pipeIterations, timeLimitMs: limit(ctx, t.timeLimitMs), warmup: cfg.warmup }, async () => ((await barePipe(t.bytes)) * GIB) / t.bytes);
+  const pipe = summarize(pipeMs);
+
+  const mibps = (s: Summary) => (s.n ? `${(1024 / (s.p50 / 1000)).toFixed(0)} MiB/s` : "");
+  const rows: Row[] = [];
+  const data: Record<string, unknown> = { bytes: t.bytes, barePipeMsPerGiB: pipe };
+  for (const dir of ["stdout", "stdin"] as const) {
+    const s = summarize(transfers[dir]!.map(perGiB));
+    const r = pipe.n && s.n ? pipe.p50 / s.p50 : NaN;
+    rows.push({
+      section: S,
+      figure: `sbx ${dir} (${mibps(s)})`,
+      unit: "ms/GiB",
+      summary: s,
+      ratio: r,
+      baseline: "pipe rate",
+      target: `≥ ${THROUGHPUT_TARGET}×`,
+      met: r >= THROUGHPUT_TARGET,
+    });
+    data[dir] = { msPerGiB: s, rateRatioToPipe: r, transfers: transfers[dir] };
+  }
+  rows.push({ section: S, figure: `bare pipe (${mibps(pipe)})`, unit: "ms/GiB", summary: pipe });
+  return { name: "throughput", rows, data, notes };
+}

@@ -1,0 +1,119 @@
+// The image routes: builds (and pulls) with their streamed logs, the image
+// list with disk usage, removal and prune. Appended to ROUTES in routes.ts.
+import { Readable } from "node:stream";
+import { Type } from "@sinclair/typebox";
+import type { FastifyReply } from "fastify";
+import {
+  HEADER_STREAM_OFFSET,
+  ImageBuild,
+  ImageBuildParams,
+  ImageBuildRequest,
+  ImageInfo,
+  ImageList,
+  ImageParams,
+  ImagePruneRequest,
+  ImageRemoveResult,
+  LIMITS,
+  StreamQuery,
+  WaitQuery,
+} from "sbx/wire";
+import { toImageSource, type BuildJob } from "../core/index.js";
+import type { RouteDef } from "./routes.js";
+
+function abortOnClose(reply: FastifyReply): AbortSignal {
+  const ac = new AbortController();
+  reply.raw.on("close", () => ac.abort());
+  return ac.signal;
+}
+
+function presentBuild(j: BuildJob): ImageBuild {
+  return { buildId: j.buildId, state: j.state, imageId: j.imageId, error: j.error, createdAt: j.createdAt, finishedAt: j.finishedAt };
+}
+
+type B = { buildId: string };
+type I = { imageId: string };
+
+export const IMAGE_ROUTES: RouteDef[] = [
+  {
+    method: "POST",
+    url: "/v1/images/builds",
+    summary:
+      "Starts materializing an image (pull, or build of dockerfile instructions, once per recipe: a cached recipe runs nothing) and returns the build at once; invalid instructions are refused here.",
+    auth: true,
+    schema: { body: ImageBuildRequest, response: ImageBuild, status: 201 },
+    handler: async (s, req, reply) => {
+      const body = req.body as ImageBuildRequest;
+      const job = s.builds.start(toImageSource(body.image, (refs) => s.secrets.resolveEnv(refs)));
+      void reply.status(201);
+      return presentBuild(job);
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/images/builds/:buildId",
+    summary: "One build.",
+    auth: true,
+    schema: { params: ImageBuildParams, response: ImageBuild },
+    handler: async (s, req) => presentBuild(s.builds.job((req.params as B).buildId)),
+  },
+  {
+    method: "GET",
+    url: "/v1/images/builds/:buildId/wait",
+    summary: "Waits until the build has finished or timeoutMs (≤ 50 000) passed; state is still running then.",
+    auth: true,
+    schema: { params: ImageBuildParams, querystring: WaitQuery, response: ImageBuild },
+    handler: async (s, req, reply) => {
+      const q = req.query as WaitQuery;
+      return presentBuild(await s.builds.waitJob((req.params as B).buildId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply)));
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/images/builds/:buildId/log",
+    summary: "The build's log (progress and the output of its steps) from a byte offset, held open while the build runs; ends when it has finished and every byte was sent.",
+    auth: true,
+    schema: { params: ImageBuildParams, querystring: StreamQuery, rawResponse: true, response: Type.String({ format: "binary" }) },
+    handler: async (s, req, reply) => {
+      const offset = (req.query as { offset?: number }).offset ?? 0;
+      const chunks = s.builds.followLog((req.params as B).buildId, offset, abortOnClose(reply));
+      void reply
+        .header("content-type", "application/octet-stream")
+        .header("cache-control", "no-store")
+        .header(HEADER_STREAM_OFFSET, String(offset));
+      return reply.send(Readable.from(chunks, { objectMode: false }));
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/images",
+    summary: "The images this server holds, with the disk usage of each image and layer.",
+    auth: true,
+    schema: { response: ImageList },
+    handler: async (s) => ({ images: await s.builds.list() }),
+  },
+  {
+    method: "GET",
+    url: "/v1/images/:imageId",
+    summary: "One image, with its config, layers and disk usage.",
+    auth: true,
+    schema: { params: ImageParams, response: ImageInfo },
+    handler: async (s, req) => s.builds.inspect((req.params as I).imageId),
+  },
+  {
+    method: "DELETE",
+    url: "/v1/images/:imageId",
+    summary: "Removes an image (409 while a running sandbox or build uses it), its build cache entries, and the blobs and layers no other image uses.",
+    auth: true,
+    schema: { params: ImageParams, response: ImageRemoveResult },
+    handler: async (s, req) => s.builds.remove((req.params as I).imageId),
+  },
+  {
+    method: "POST",
+    url: "/v1/images/prune",
+    summary:
+      "Removes images no running sandbox or build uses and that are not kept by the build cache (all: the build cache is dropped too), then unused blobs and layers.",
+    auth: true,
+    schema: { body: ImagePruneRequest, response: ImageRemoveResult },
+    handler: async (s, req) => s.builds.prune((req.body as ImagePruneRequest).all ?? false),
+  },
+];
