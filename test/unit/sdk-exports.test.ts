@@ -31,6 +31,7 @@ test("the SDK exports exactly these values", () => {
     "TimeoutError",
     "Volume",
     "VolumeService",
+    "WorkspaceService",
   ]);
 });
 

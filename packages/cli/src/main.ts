@@ -6,9 +6,10 @@ import { exec, kill, logs, ls, run } from "./commands.js";
 import { secrets } from "./secrets.js";
 import { serve } from "./serve.js";
 import { volumes } from "./volumes.js";
+import { workspaces } from "./workspaces.js";
 import { images } from "./images-command.js";
 
-const COMMANDS: Record<string, Command> = { serve, run, exec, ls, kill, logs, secrets, volumes, images };
+const COMMANDS: Record<string, Command> = { serve, run, exec, ls, kill, logs, secrets, volumes, images, workspaces };
 
 const USAGE = `usage: sbx <command> [options]
 

@@ -9,6 +9,7 @@ import { ImageService } from "./images.js";
 import { SandboxService } from "./sandboxes.js";
 import { SecretService } from "./secrets.js";
 import { VolumeService } from "./volumes.js";
+import { WorkspaceService } from "./workspaces.js";
 
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:7423";
 
@@ -66,6 +67,8 @@ export class SbxClient {
   readonly sandboxes: SandboxService;
   readonly secrets: SecretService;
   readonly volumes: VolumeService;
+  /** Admin only: workspaces and their tokens. */
+  readonly workspaces: WorkspaceService;
   /** The server this client talks to. */
   readonly serverUrl: string;
   readonly #http: HttpClient;
@@ -92,6 +95,7 @@ export class SbxClient {
     this.secrets = new SecretService(this.#http);
     this.sandboxes = new SandboxService(this.#http, this.images);
     this.volumes = new VolumeService(this.#http);
+    this.workspaces = new WorkspaceService(this.#http);
   }
 
   /** Aborts every call in flight; later calls throw ClientClosedError. */

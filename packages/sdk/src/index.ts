@@ -14,6 +14,7 @@ export type { ExecParams, TerminateParams } from "./sandbox.js";
 export { SandboxService } from "./sandboxes.js";
 export type { SandboxCreateParams, SandboxListParams } from "./sandboxes.js";
 export { Volume, VolumeService } from "./volumes.js";
+export { WorkspaceService } from "./workspaces.js";
 export type { VolumeMountOptions, VolumeFromNameParams, VolumeDeleteParams } from "./volumes.js";
 export { ContainerProcess } from "./process.js";
 export type { CallOptions } from "./process.js";
@@ -44,4 +45,6 @@ export type {
   ImageRemoveResult,
   SecretRef,
   SecretInfo,
+  Workspace,
+  WorkspaceCreated,
 } from "./wire.js";

@@ -55,9 +55,11 @@ export const ExecIdSchema = Id("^(entry|ex-[a-z0-9]{1,40})$");
 
 export const VolumeIdSchema = Id("^vo-[a-z0-9]{1,40}$");
 
+// Keys cannot hold "=": the list filter sends tags as tag=key=value.
 const Tags = Type.Record(
-  Type.String({ minLength: 1, maxLength: LIMITS.maxTagLength }),
+  Type.String({ pattern: `^[^=]{1,${LIMITS.maxTagLength}}$` }),
   Type.String({ maxLength: LIMITS.maxTagLength }),
+  { additionalProperties: false, maxProperties: LIMITS.maxTags },
 );
 
 const Argv = Type.Array(Type.String({ maxLength: LIMITS.maxArgvBytes }), {
@@ -230,6 +232,32 @@ export type Volume = Static<typeof Volume>;
 export const VolumeList = Type.Object({ volumes: Type.Array(Volume) });
 export type VolumeList = Static<typeof VolumeList>;
 
+// ---- workspaces and tokens (admin) -------------------------------------------
+
+export const Workspace = Type.Object({ workspaceId: Type.String(), name: Type.String(), createdAt: Timestamp });
+export type Workspace = Static<typeof Workspace>;
+export const WorkspaceList = Type.Object({ workspaces: Type.Array(Workspace) });
+export type WorkspaceList = Static<typeof WorkspaceList>;
+
+export const WorkspaceCreateRequest = Type.Object(
+  { name: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: LIMITS.maxNameLength }) },
+  { additionalProperties: false },
+);
+export type WorkspaceCreateRequest = Static<typeof WorkspaceCreateRequest>;
+
+/** A token is shown once, here; the server keeps only its hash. */
+export const TokenCreated = Type.Object({ token: Type.String() });
+export type TokenCreated = Static<typeof TokenCreated>;
+
+export const WorkspaceCreated = Type.Object({ workspace: Workspace, token: Type.String() });
+export type WorkspaceCreated = Static<typeof WorkspaceCreated>;
+
+export const TokenCreateRequest = Type.Object(
+  { name: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: LIMITS.maxNameLength }) },
+  { additionalProperties: false },
+);
+export type TokenCreateRequest = Static<typeof TokenCreateRequest>;
+
 export const ReadyQuery = Type.Object(
   { timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: LIMITS.maxWaitMs })) },
   { additionalProperties: false },
@@ -331,6 +359,12 @@ export const SCHEMAS: Record<string, TSchema> = {
   VolumeLookupRequest,
   Volume,
   VolumeList,
+  Workspace,
+  WorkspaceList,
+  WorkspaceCreateRequest,
+  WorkspaceCreated,
+  TokenCreateRequest,
+  TokenCreated,
   StdinAck,
   Health,
 };

@@ -11,6 +11,7 @@ import type { ServerConfig } from "./config.js";
 import {
   Admission,
   AppService,
+  WorkspaceService,
   BuildService,
   SecretService,
   VolumeService,
@@ -100,6 +101,13 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     backend,
     output: new FileOutputReader(config.dataDir),
     sandboxImages: () => store.listActiveSandboxes().flatMap((r) => (r.imageId ? [r.imageId] : [])),
+    grants: {
+      grant: (ws, id) => store.grantImage(ws, id),
+      has: (ws, id) => store.hasImageGrant(ws, id),
+      list: (ws) => store.imageGrants(ws),
+      revoke: (ws, id) => store.revokeImage(ws, id),
+      all: () => store.allGrantedImages(),
+    },
     log,
   });
   const sandboxes = new SandboxService({
@@ -115,7 +123,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
   const tokens = new TokenService(store);
   const apps = new AppService(store);
   const api = buildApi({
-    services: { apps, sandboxes, secrets, volumes, builds, version: VERSION },
+    services: { apps, sandboxes, secrets, volumes, builds, workspaces: new WorkspaceService(store, tokens), version: VERSION },
     tokens,
     logger: config.logger ?? false,
   });

@@ -17,8 +17,9 @@ import {
   StreamQuery,
   WaitQuery,
 } from "sbx/wire";
-import { toImageSource, type BuildJob } from "../core/index.js";
+import { imageIdsIn, toImageSource, type BuildJob } from "../core/index.js";
 import type { RouteDef } from "./routes.js";
+import { scopeOf } from "./scope.js";
 
 function abortOnClose(reply: FastifyReply): AbortSignal {
   const ac = new AbortController();
@@ -43,7 +44,9 @@ export const IMAGE_ROUTES: RouteDef[] = [
     schema: { body: ImageBuildRequest, response: ImageBuild, status: 201 },
     handler: async (s, req, reply) => {
       const body = req.body as ImageBuildRequest;
-      const job = s.builds.start(toImageSource(body.image, (refs) => s.secrets.resolveEnv(refs)));
+      const scope = scopeOf(req);
+      const source = toImageSource(body.image, (refs) => s.secrets.resolveEnv(scope, refs), scope.workspaceId);
+      const job = s.builds.start(scope, source, imageIdsIn(body.image));
       void reply.status(201);
       return presentBuild(job);
     },
@@ -54,7 +57,7 @@ export const IMAGE_ROUTES: RouteDef[] = [
     summary: "One build.",
     auth: true,
     schema: { params: ImageBuildParams, response: ImageBuild },
-    handler: async (s, req) => presentBuild(s.builds.job((req.params as B).buildId)),
+    handler: async (s, req) => presentBuild(s.builds.job(scopeOf(req), (req.params as B).buildId)),
   },
   {
     method: "GET",
@@ -64,7 +67,7 @@ export const IMAGE_ROUTES: RouteDef[] = [
     schema: { params: ImageBuildParams, querystring: WaitQuery, response: ImageBuild },
     handler: async (s, req, reply) => {
       const q = req.query as WaitQuery;
-      return presentBuild(await s.builds.waitJob((req.params as B).buildId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply)));
+      return presentBuild(await s.builds.waitJob(scopeOf(req), (req.params as B).buildId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply)));
     },
   },
   {
@@ -75,7 +78,7 @@ export const IMAGE_ROUTES: RouteDef[] = [
     schema: { params: ImageBuildParams, querystring: StreamQuery, rawResponse: true, response: Type.String({ format: "binary" }) },
     handler: async (s, req, reply) => {
       const offset = (req.query as { offset?: number }).offset ?? 0;
-      const chunks = s.builds.followLog((req.params as B).buildId, offset, abortOnClose(reply));
+      const chunks = s.builds.followLog(scopeOf(req), (req.params as B).buildId, offset, abortOnClose(reply));
       void reply
         .header("content-type", "application/octet-stream")
         .header("cache-control", "no-store")
@@ -86,10 +89,10 @@ export const IMAGE_ROUTES: RouteDef[] = [
   {
     method: "GET",
     url: "/v1/images",
-    summary: "The images this server holds, with the disk usage of each image and layer.",
+    summary: "The images of the caller's workspace (pulled, built or run by it), with the disk usage of each image and layer.",
     auth: true,
     schema: { response: ImageList },
-    handler: async (s) => ({ images: await s.builds.list() }),
+    handler: async (s, req) => ({ images: await s.builds.list(scopeOf(req)) }),
   },
   {
     method: "GET",
@@ -97,23 +100,24 @@ export const IMAGE_ROUTES: RouteDef[] = [
     summary: "One image, with its config, layers and disk usage.",
     auth: true,
     schema: { params: ImageParams, response: ImageInfo },
-    handler: async (s, req) => s.builds.inspect((req.params as I).imageId),
+    handler: async (s, req) => s.builds.inspect(scopeOf(req), (req.params as I).imageId),
   },
   {
     method: "DELETE",
     url: "/v1/images/:imageId",
-    summary: "Removes an image (409 while a running sandbox or build uses it), its build cache entries, and the blobs and layers no other image uses.",
+    summary:
+      "Removes an image from the workspace (409 while a running sandbox or build uses it); once no workspace has it, it leaves the disk with its build cache entries and the blobs and layers no other image uses.",
     auth: true,
     schema: { params: ImageParams, response: ImageRemoveResult },
-    handler: async (s, req) => s.builds.remove((req.params as I).imageId),
+    handler: async (s, req) => s.builds.remove(scopeOf(req), (req.params as I).imageId),
   },
   {
     method: "POST",
     url: "/v1/images/prune",
     summary:
-      "Removes images no running sandbox or build uses and that are not kept by the build cache (all: the build cache is dropped too), then unused blobs and layers.",
+      "Removes the workspace's images no running sandbox or build uses and that are not kept by the build cache (all: those too); images no workspace has leave the disk, then unused blobs and layers.",
     auth: true,
     schema: { body: ImagePruneRequest, response: ImageRemoveResult },
-    handler: async (s, req) => s.builds.prune((req.body as ImagePruneRequest).all ?? false),
+    handler: async (s, req) => s.builds.prune(scopeOf(req), (req.body as ImagePruneRequest).all ?? false),
   },
 ];

@@ -7,6 +7,7 @@ import type { TokenService } from "../core/index.js";
 import { errorBody, handleError } from "./errors.js";
 import { buildOpenApi } from "./openapi.js";
 import { ROUTES, type Services } from "./routes.js";
+import { setScope } from "./scope.js";
 
 export { buildOpenApi } from "./openapi.js";
 export type { Services } from "./routes.js";
@@ -52,7 +53,9 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ""}`)) return;
     const header = req.headers.authorization ?? "";
     const m = /^Bearer (\S+)$/.exec(header);
-    if (!m || !opts.tokens.verify(m[1]!)) {
+    const scope = m ? opts.tokens.verify(m[1]!) : null;
+    if (scope) setScope(req, scope);
+    else {
       return reply
         .status(401)
         .send(errorBody("unauthenticated", "missing or invalid API token: send Authorization: Bearer <token> (the admin token is in <data-dir>/admin-token)"));

@@ -1,7 +1,7 @@
 // Stored records → the wire shapes of wire.ts. The one place that decides
 // what of a record a client sees.
-import type { App, Exec, Sandbox, SandboxEvent, SecretInfo, Volume } from "sbx/wire";
-import type { AppRecord, EventRecord, ExecRecord, SandboxRecord, VolumeRecord } from "../core/index.js";
+import type { App, Exec, Sandbox, SandboxEvent, SecretInfo, Volume, Workspace } from "sbx/wire";
+import type { AppRecord, EventRecord, ExecRecord, SandboxRecord, VolumeRecord, WorkspaceRecord } from "../core/index.js";
 
 export function presentApp(a: AppRecord): App {
   return { appId: a.appId, name: a.name, createdAt: a.createdAt };
@@ -37,4 +37,8 @@ export function presentVolume(v: VolumeRecord): Volume {
 
 export function presentSecret(s: SecretInfo): SecretInfo {
   return { name: s.name, keys: s.keys, createdAt: s.createdAt };
+}
+
+export function presentWorkspace(w: WorkspaceRecord): Workspace {
+  return { workspaceId: w.workspaceId, name: w.name, createdAt: w.createdAt };
 }

@@ -27,13 +27,27 @@ import {
   VolumeList,
   VolumeLookupRequest,
   SandboxEvent,
+  TokenCreateRequest,
+  TokenCreated,
+  WorkspaceCreateRequest,
+  WorkspaceCreated,
+  WorkspaceList,
   StreamQuery,
   WaitQuery,
   type StreamName,
 } from "sbx/wire";
-import type { AppService, SandboxService, SecretService, VolumeService } from "../core/index.js";
+import type { AppService, SandboxService, SecretService, VolumeService, WorkspaceService } from "../core/index.js";
 import { InvalidArgumentError } from "../core/index.js";
-import { presentApp, presentEvent, presentExec, presentSandbox, presentSecret, presentVolume } from "./present.js";
+import { scopeOf } from "./scope.js";
+import {
+  presentApp,
+  presentEvent,
+  presentExec,
+  presentSandbox,
+  presentSecret,
+  presentVolume,
+  presentWorkspace,
+} from "./present.js";
 import type { BuildService } from "../core/index.js";
 import { IMAGE_ROUTES } from "./image-routes.js";
 
@@ -42,6 +56,7 @@ export interface Services {
   sandboxes: SandboxService;
   secrets: SecretService;
   volumes: VolumeService;
+  workspaces: WorkspaceService;
   /** Image builds, pulls and the image store (api/image-routes.ts). */
   builds: BuildService;
   version: string;
@@ -109,7 +124,7 @@ function streamRoute(stream: StreamName): RouteDef {
     handler: async (s, req, reply) => {
       const { sandboxId, execId } = req.params as P;
       const offset = (req.query as { offset?: number }).offset ?? 0;
-      const chunks = s.sandboxes.follow(sandboxId, execId, stream, offset, abortOnClose(reply));
+      const chunks = s.sandboxes.follow(scopeOf(req), sandboxId, execId, stream, offset, abortOnClose(reply));
       void reply
         .header("content-type", "application/octet-stream")
         .header("cache-control", "no-store")
@@ -136,7 +151,7 @@ export const ROUTES: RouteDef[] = [
     schema: { body: AppLookupRequest, response: App },
     handler: async (s, req) => {
       const body = req.body as AppLookupRequest;
-      return presentApp(s.apps.lookup(body.name, body.createIfMissing ?? false));
+      return presentApp(s.apps.lookup(scopeOf(req), body.name, body.createIfMissing ?? false));
     },
   },
   {
@@ -146,7 +161,7 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { body: SandboxCreateRequest, response: Sandbox, status: 201 },
     handler: async (s, req, reply) => {
-      const sb = await s.sandboxes.create(req.body as SandboxCreateRequest, abortOnClose(reply));
+      const sb = await s.sandboxes.create(scopeOf(req), req.body as SandboxCreateRequest, abortOnClose(reply));
       void reply.status(201);
       return presentSandbox(sb);
     },
@@ -166,7 +181,7 @@ export const ROUTES: RouteDef[] = [
         tags[t.slice(0, eq)] = t.slice(eq + 1);
       }
       const limit = q.limit ?? 100;
-      const page = s.sandboxes.listRunning({
+      const page = s.sandboxes.listRunning(scopeOf(req), {
         ...(q.appId !== undefined ? { appId: q.appId } : {}),
         ...(q.cursor !== undefined ? { afterId: q.cursor } : {}),
         tags,
@@ -184,7 +199,7 @@ export const ROUTES: RouteDef[] = [
     summary: "One sandbox.",
     auth: true,
     schema: { params: SandboxParams, response: Sandbox },
-    handler: async (s, req) => presentSandbox(s.sandboxes.get((req.params as P).sandboxId)),
+    handler: async (s, req) => presentSandbox(s.sandboxes.get(scopeOf(req), (req.params as P).sandboxId)),
   },
   {
     method: "GET",
@@ -194,7 +209,7 @@ export const ROUTES: RouteDef[] = [
     schema: { params: SandboxParams, querystring: WaitQuery, response: Sandbox },
     handler: async (s, req, reply) => {
       const q = req.query as WaitQuery;
-      const sb = await s.sandboxes.waitFinished((req.params as P).sandboxId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply));
+      const sb = await s.sandboxes.waitFinished(scopeOf(req), (req.params as P).sandboxId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply));
       return presentSandbox(sb);
     },
   },
@@ -204,7 +219,7 @@ export const ROUTES: RouteDef[] = [
     summary: "Kills the sandbox (SIGKILL, returncode 137). Idempotent.",
     auth: true,
     schema: { params: SandboxParams, response: Sandbox },
-    handler: async (s, req) => presentSandbox(await s.sandboxes.terminate((req.params as P).sandboxId)),
+    handler: async (s, req) => presentSandbox(await s.sandboxes.terminate(scopeOf(req), (req.params as P).sandboxId)),
   },
   {
     method: "GET",
@@ -212,7 +227,7 @@ export const ROUTES: RouteDef[] = [
     summary: "The sandbox's lifecycle events, oldest first.",
     auth: true,
     schema: { params: SandboxParams, response: SandboxEventList },
-    handler: async (s, req) => ({ events: s.sandboxes.events((req.params as P).sandboxId).map(presentEvent) }),
+    handler: async (s, req) => ({ events: s.sandboxes.events(scopeOf(req), (req.params as P).sandboxId).map(presentEvent) }),
   },
   {
     method: "PUT",
@@ -221,7 +236,7 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { params: SandboxParams, body: SetTagsRequest, response: Sandbox },
     handler: async (s, req) =>
-      presentSandbox(s.sandboxes.setTags((req.params as P).sandboxId, (req.body as SetTagsRequest).tags)),
+      presentSandbox(s.sandboxes.setTags(scopeOf(req), (req.params as P).sandboxId, (req.body as SetTagsRequest).tags)),
   },
   {
     method: "GET",
@@ -231,7 +246,7 @@ export const ROUTES: RouteDef[] = [
     schema: { params: SandboxParams, querystring: ReadyQuery, response: Sandbox },
     handler: async (s, req, reply) => {
       const q = req.query as { timeoutMs?: number };
-      const sb = await s.sandboxes.waitReady((req.params as P).sandboxId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply));
+      const sb = await s.sandboxes.waitReady(scopeOf(req), (req.params as P).sandboxId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply));
       return presentSandbox(sb);
     },
   },
@@ -243,8 +258,8 @@ export const ROUTES: RouteDef[] = [
     schema: { params: SandboxParams, eventStream: true, response: SandboxEvent },
     handler: async (s, req, reply) => {
       const { sandboxId } = req.params as P;
-      const events = s.sandboxes.followEvents(sandboxId, abortOnClose(reply));
-      s.sandboxes.get(sandboxId); // 404 before the stream starts
+      const events = s.sandboxes.followEvents(scopeOf(req), sandboxId, abortOnClose(reply));
+      s.sandboxes.get(scopeOf(req), sandboxId); // 404 before the stream starts
       async function* present() {
         for await (const e of events) yield presentEvent(e);
       }
@@ -262,7 +277,7 @@ export const ROUTES: RouteDef[] = [
     },
     handler: async (s, req) => {
       const { appName, name } = req.params as { appName: string; name: string };
-      return presentSandbox(s.sandboxes.getByName(appName, name));
+      return presentSandbox(s.sandboxes.getByName(scopeOf(req), appName, name));
     },
   },
   {
@@ -273,7 +288,7 @@ export const ROUTES: RouteDef[] = [
     schema: { body: SecretCreateRequest, response: SecretInfo, status: 201 },
     handler: async (s, req, reply) => {
       const b = req.body as SecretCreateRequest;
-      const info = s.secrets.create(b.name, b.env, b.overwrite ?? false);
+      const info = s.secrets.create(scopeOf(req), b.name, b.env, b.overwrite ?? false);
       void reply.status(201);
       return presentSecret(info);
     },
@@ -284,7 +299,7 @@ export const ROUTES: RouteDef[] = [
     summary: "Secret names and keys; never values.",
     auth: true,
     schema: { response: SecretList },
-    handler: async (s) => ({ secrets: s.secrets.list().map(presentSecret) }),
+    handler: async (s, req) => ({ secrets: s.secrets.list(scopeOf(req)).map(presentSecret) }),
   },
   {
     method: "GET",
@@ -292,7 +307,7 @@ export const ROUTES: RouteDef[] = [
     summary: "One secret's name and keys.",
     auth: true,
     schema: { params: NameParams, response: SecretInfo },
-    handler: async (s, req) => presentSecret(s.secrets.get((req.params as { name: string }).name)),
+    handler: async (s, req) => presentSecret(s.secrets.get(scopeOf(req), (req.params as { name: string }).name)),
   },
   {
     method: "DELETE",
@@ -301,8 +316,40 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { params: NameParams, response: Empty },
     handler: async (s, req) => {
-      s.secrets.delete((req.params as { name: string }).name);
+      s.secrets.delete(scopeOf(req), (req.params as { name: string }).name);
       return {};
+    },
+  },
+  {
+    method: "POST",
+    url: "/v1/workspaces",
+    summary: "Admin: creates a workspace and its first token (shown once).",
+    auth: true,
+    schema: { body: WorkspaceCreateRequest, response: WorkspaceCreated, status: 201 },
+    handler: async (s, req, reply) => {
+      const { workspace, token } = s.workspaces.create(scopeOf(req), (req.body as WorkspaceCreateRequest).name);
+      void reply.status(201);
+      return { workspace: presentWorkspace(workspace), token };
+    },
+  },
+  {
+    method: "GET",
+    url: "/v1/workspaces",
+    summary: "Admin: all workspaces.",
+    auth: true,
+    schema: { response: WorkspaceList },
+    handler: async (s, req) => ({ workspaces: s.workspaces.list(scopeOf(req)).map(presentWorkspace) }),
+  },
+  {
+    method: "POST",
+    url: "/v1/workspaces/:name/tokens",
+    summary: "Admin: another token for a workspace (shown once).",
+    auth: true,
+    schema: { params: NameParams, body: TokenCreateRequest, response: TokenCreated, status: 201 },
+    handler: async (s, req, reply) => {
+      const token = s.workspaces.createToken(scopeOf(req), (req.params as { name: string }).name, (req.body as TokenCreateRequest).name);
+      void reply.status(201);
+      return { token };
     },
   },
   {
@@ -313,7 +360,7 @@ export const ROUTES: RouteDef[] = [
     schema: { body: VolumeLookupRequest, response: Volume },
     handler: async (s, req) => {
       const b = req.body as VolumeLookupRequest;
-      return presentVolume(await s.volumes.lookup(b.name, b.createIfMissing ?? false));
+      return presentVolume(await s.volumes.lookup(scopeOf(req), b.name, b.createIfMissing ?? false));
     },
   },
   {
@@ -322,8 +369,8 @@ export const ROUTES: RouteDef[] = [
     summary: "Creates an ephemeral volume: deleted once the last sandbox mounting it has finished.",
     auth: true,
     schema: { response: Volume, status: 201 },
-    handler: async (s, _req, reply) => {
-      const v = await s.volumes.createEphemeral();
+    handler: async (s, req, reply) => {
+      const v = await s.volumes.createEphemeral(scopeOf(req));
       void reply.status(201);
       return presentVolume(v);
     },
@@ -334,7 +381,7 @@ export const ROUTES: RouteDef[] = [
     summary: "All volumes.",
     auth: true,
     schema: { response: VolumeList },
-    handler: async (s) => ({ volumes: s.volumes.list().map(presentVolume) }),
+    handler: async (s, req) => ({ volumes: s.volumes.list(scopeOf(req)).map(presentVolume) }),
   },
   {
     method: "DELETE",
@@ -343,7 +390,7 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { params: NameParams, response: Empty },
     handler: async (s, req) => {
-      await s.volumes.deleteByName((req.params as { name: string }).name);
+      await s.volumes.deleteByName(scopeOf(req), (req.params as { name: string }).name);
       return {};
     },
   },
@@ -354,7 +401,7 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { params: Type.Object({ volumeId: Type.String({ maxLength: 64 }) }), response: Empty },
     handler: async (s, req) => {
-      await s.volumes.delete((req.params as { volumeId: string }).volumeId);
+      await s.volumes.delete(scopeOf(req), (req.params as { volumeId: string }).volumeId);
       return {};
     },
   },
@@ -365,7 +412,7 @@ export const ROUTES: RouteDef[] = [
     auth: true,
     schema: { params: SandboxParams, body: ExecRequest, response: Exec, status: 201 },
     handler: async (s, req, reply) => {
-      const ex = await s.sandboxes.exec((req.params as P).sandboxId, req.body as ExecRequest);
+      const ex = await s.sandboxes.exec(scopeOf(req), (req.params as P).sandboxId, req.body as ExecRequest);
       void reply.status(201);
       return presentExec(ex);
     },
@@ -378,7 +425,7 @@ export const ROUTES: RouteDef[] = [
     schema: { params: ExecParams, response: Exec },
     handler: async (s, req) => {
       const { sandboxId, execId } = req.params as P;
-      return presentExec(s.sandboxes.getExec(sandboxId, execId));
+      return presentExec(s.sandboxes.getExec(scopeOf(req), sandboxId, execId));
     },
   },
   {
@@ -390,7 +437,7 @@ export const ROUTES: RouteDef[] = [
     handler: async (s, req, reply) => {
       const { sandboxId, execId } = req.params as P;
       const q = req.query as WaitQuery;
-      return presentExec(await s.sandboxes.waitExec(sandboxId, execId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply)));
+      return presentExec(await s.sandboxes.waitExec(scopeOf(req), sandboxId, execId, q.timeoutMs ?? LIMITS.maxWaitMs, abortOnClose(reply)));
     },
   },
   streamRoute("stdout"),
@@ -411,7 +458,7 @@ export const ROUTES: RouteDef[] = [
       const { offset } = req.query as { offset: number };
       const body = req.body;
       if (!(body instanceof Buffer)) throw new InvalidArgumentError("stdin bytes must be sent as application/octet-stream");
-      return { offset: await s.sandboxes.writeStdin(sandboxId, execId, offset, body) };
+      return { offset: await s.sandboxes.writeStdin(scopeOf(req), sandboxId, execId, offset, body) };
     },
   },
   {
@@ -422,7 +469,7 @@ export const ROUTES: RouteDef[] = [
     schema: { params: ExecParams, response: Type.Object({}) },
     handler: async (s, req) => {
       const { sandboxId, execId } = req.params as P;
-      await s.sandboxes.closeStdin(sandboxId, execId);
+      await s.sandboxes.closeStdin(scopeOf(req), sandboxId, execId);
       return {};
     },
   },

@@ -1,29 +1,29 @@
 // Apps: named groups of sandboxes. Looked up by name, created on request.
 import { NotFoundError } from "./errors.js";
 import { newId } from "./ids.js";
-import type { AppRecord, Store } from "./ports.js";
+import type { AppRecord, Scope, Store } from "./ports.js";
 import { checkName, enforce } from "./validate.js";
 
 export class AppService {
   constructor(private readonly store: Store) {}
 
-  lookup(name: string, createIfMissing: boolean): AppRecord {
+  lookup(scope: Scope, name: string, createIfMissing: boolean): AppRecord {
     enforce([{ field: "name", problem: checkName(name) }]);
     return this.store.transaction(() => {
-      const found = this.store.findAppByName(name);
+      const found = this.store.findAppByName(scope.workspaceId, name);
       if (found) return found;
       if (!createIfMissing) {
         throw new NotFoundError(`app "${name}" does not exist; pass createIfMissing: true to create it`);
       }
-      const app: AppRecord = { appId: newId("ap"), name, createdAt: new Date().toISOString() };
+      const app: AppRecord = { appId: newId("ap"), workspaceId: scope.workspaceId, name, createdAt: new Date().toISOString() };
       this.store.insertApp(app);
       return app;
     });
   }
 
-  get(appId: string): AppRecord {
+  get(scope: Scope, appId: string): AppRecord {
     const app = this.store.findApp(appId);
-    if (!app) throw new NotFoundError(`app ${appId} does not exist`);
+    if (!app || app.workspaceId !== scope.workspaceId) throw new NotFoundError(`app ${appId} does not exist`);
     return app;
   }
 }

@@ -48,6 +48,7 @@ import type {
   ResolvedImage,
   ResolveOptions,
   RuntimeSandbox,
+  Scope,
 } from "./ports.js";
 
 export interface BuildServiceDeps {
@@ -56,7 +57,22 @@ export interface BuildServiceDeps {
   output: OutputReader;
   /** Image ids of sandboxes that are not finished (their images must stay). */
   sandboxImages: () => Iterable<string>;
+  /**
+   * Which workspace may use which image (the Store's image grants): a
+   * workspace sees and removes only images it pulled, built or ran; an image
+   * leaves the disk once no workspace holds a grant on it.
+   */
+  grants: ImageGrants;
   log: (msg: string) => void;
+}
+
+export interface ImageGrants {
+  grant(workspaceId: string, imageId: string): void;
+  has(workspaceId: string, imageId: string): boolean;
+  list(workspaceId: string): string[];
+  revoke(workspaceId: string, imageId: string): void;
+  /** Images some workspace holds a grant on. */
+  all(): string[];
 }
 
 /** Build sandboxes: a little more room than a default sandbox (compilers, pip). */
@@ -206,6 +222,7 @@ function envRecord(env: string[]): Record<string, string> {
 
 export interface BuildJob {
   buildId: string;
+  workspaceId: string;
   state: "running" | "succeeded" | "failed";
   imageId: string | null;
   error: { code: string; message: string; details?: Record<string, unknown> } | null;
@@ -289,12 +306,12 @@ export class BuildService implements ImageService {
     }
   }
 
-  /** Parent digest + instructions + env + secret names (never their values). */
+  /** Workspace + parent digest + instructions + env + secret names (never their values). */
   private cacheKey(parentId: string, instructions: Instruction[], s: DockerfileSource): string {
     const env = Object.entries(s.env).sort(([a], [b]) => a.localeCompare(b));
     const secrets = Object.keys(s.secretEnv).sort();
     return createHash("sha256")
-      .update(JSON.stringify({ v: KEY_VERSION, parent: parentId, instructions: instructions.map((i) => i.text), env, secrets }))
+      .update(JSON.stringify({ v: KEY_VERSION, scope: s.cacheScope, parent: parentId, instructions: instructions.map((i) => i.text), env, secrets }))
       .digest("hex");
   }
 
@@ -499,7 +516,8 @@ export class BuildService implements ImageService {
           }
           case "COPY": {
             await endStage(true);
-            const fromRef = substitute(ins.from, vars());
+            // Not substituted: a literal image id is checked against the caller's images (imageIdsIn) before the build.
+            const fromRef = ins.from;
             const from = await this.resolveChecked(
               /^sha256:[a-f0-9]{64}$/.test(fromRef) ? { kind: "id", imageId: fromRef } : { kind: "registry", ref: fromRef },
               signal,
@@ -556,12 +574,21 @@ export class BuildService implements ImageService {
 
   // ---- jobs (the build API) -------------------------------------------------------------
 
-  /** Starts building (or pulling) `source` and returns the job at once. Invalid instructions throw here. */
-  start(source: ImageSource): BuildJob {
+  /**
+   * Starts building (or pulling) `source` for the caller and returns the job
+   * at once. Invalid instructions throw here. `imageIds` are the image ids
+   * the spec names (core/image-source.ts imageIdsIn): the caller must hold a
+   * grant on each. The result is granted to the caller's workspace.
+   */
+  start(scope: Scope, source: ImageSource, imageIds: string[]): BuildJob {
     this.check(source);
+    for (const id of imageIds) {
+      if (!this.deps.grants.has(scope.workspaceId, id)) throw new NotFoundError(`image ${id} does not exist`);
+    }
     this.forgetOldJobs();
     const log = new BuildLog();
     const job: BuildJob = {
+      workspaceId: scope.workspaceId,
       buildId: localId("bd"),
       state: "running",
       imageId: null,
@@ -573,6 +600,7 @@ export class BuildService implements ImageService {
     };
     job.done = this.resolveChecked(source, this.closer.signal, { onLog: log.append }).then(
       (img) => {
+        this.deps.grants.grant(scope.workspaceId, img.imageId);
         job.state = "succeeded";
         job.imageId = img.imageId;
       },
@@ -589,14 +617,14 @@ export class BuildService implements ImageService {
     return job;
   }
 
-  job(buildId: string): BuildJob {
+  job(scope: Scope, buildId: string): BuildJob {
     const job = this.jobs.get(buildId);
-    if (!job) throw new NotFoundError(`build ${buildId} does not exist (builds are kept for an hour after they finish, by the server that ran them)`);
+    if (!job || job.workspaceId !== scope.workspaceId) throw new NotFoundError(`build ${buildId} does not exist (builds are kept for an hour after they finish, by the server that ran them)`);
     return job;
   }
 
-  async waitJob(buildId: string, timeoutMs: number, signal?: AbortSignal): Promise<BuildJob> {
-    const job = this.job(buildId);
+  async waitJob(scope: Scope, buildId: string, timeoutMs: number, signal?: AbortSignal): Promise<BuildJob> {
+    const job = this.job(scope, buildId);
     if (job.state !== "running") return job;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -607,8 +635,8 @@ export class BuildService implements ImageService {
     return job;
   }
 
-  followLog(buildId: string, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
-    return this.job(buildId).log.follow(offset, signal);
+  followLog(scope: Scope, buildId: string, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    return this.job(scope, buildId).log.follow(offset, signal);
   }
 
   private forgetOldJobs(): void {
@@ -625,22 +653,52 @@ export class BuildService implements ImageService {
     return out;
   }
 
-  async list(): Promise<(ImageInfo & { inUse: boolean })[]> {
-    const used = this.inUse();
-    return (await this.catalog(() => this.deps.images.list())).map((i) => ({ ...i, inUse: used.has(i.imageId) }));
+  /** Images the workspace holds a grant on. */
+  private visible(scope: Scope): (imageId: string) => boolean {
+    const mine = new Set(this.deps.grants.list(scope.workspaceId));
+    return (id) => mine.has(id);
   }
 
-  async inspect(imageId: string): Promise<ImageInfo & { inUse: boolean }> {
+  async list(scope: Scope): Promise<(ImageInfo & { inUse: boolean })[]> {
+    const used = this.inUse();
+    const visible = this.visible(scope);
+    return (await this.catalog(() => this.deps.images.list())).filter((i) => visible(i.imageId)).map((i) => ({ ...i, inUse: used.has(i.imageId) }));
+  }
+
+  async inspect(scope: Scope, imageId: string): Promise<ImageInfo & { inUse: boolean }> {
+    if (!this.visible(scope)(imageId)) throw new NotFoundError(`image ${imageId} does not exist`);
     const info = await this.catalog(() => this.deps.images.inspect(imageId));
     return { ...info, inUse: this.inUse().has(imageId) };
   }
 
-  remove(imageId: string): Promise<PruneResult> {
+  /**
+   * Removes the workspace's image: refused while a running sandbox or build
+   * uses it; the workspace's grant goes, and the image (with what only it
+   * used) leaves the disk unless another workspace still holds a grant.
+   */
+  async remove(scope: Scope, imageId: string): Promise<PruneResult> {
+    if (!this.visible(scope)(imageId)) throw new NotFoundError(`image ${imageId} does not exist`);
+    if (this.inUse().has(imageId)) throw new FailedPreconditionError(`image ${imageId} is used by a running sandbox or build; terminate those first`);
+    this.deps.grants.revoke(scope.workspaceId, imageId);
+    if (this.deps.grants.all().includes(imageId)) return { removedImages: [], freedBytes: 0 };
     return this.catalog(() => this.deps.images.remove(imageId, () => this.inUse()));
   }
 
-  prune(all: boolean): Promise<PruneResult> {
-    return this.catalog(() => this.deps.images.prune(() => this.inUse(), { all }));
+  /**
+   * Drops the workspace's grants on its images that nothing uses (and, unless
+   * `all`, that are not results of cached builds), then removes from disk
+   * every image no workspace holds, no sandbox or build uses and (unless
+   * `all`) no cached build keeps, and the blobs and layers nothing uses.
+   */
+  async prune(scope: Scope, all: boolean): Promise<PruneResult> {
+    const used = this.inUse();
+    const infos = await this.catalog(() => this.deps.images.list());
+    const visible = this.visible(scope);
+    for (const i of infos) {
+      if (!visible(i.imageId) || used.has(i.imageId) || (i.buildCached && !all)) continue;
+      this.deps.grants.revoke(scope.workspaceId, i.imageId);
+    }
+    return this.catalog(() => this.deps.images.prune(() => new Set([...this.inUse(), ...this.deps.grants.all()]), { all }));
   }
 
   /** Aborts running builds (their sandboxes are destroyed). */

@@ -2,7 +2,8 @@
 // checked before any build starts. Pure: no I/O.
 //
 // Supported: RUN (shell and exec form), ENV, ARG, WORKDIR, USER, SHELL, CMD,
-// ENTRYPOINT, COPY --from=<image> (an image reference or id). Everything else
+// ENTRYPOINT, COPY --from=<image> (an image reference or id, taken literally:
+// no $VAR in it, so the images a recipe reads are known before it runs). Everything else
 // is refused with the instruction and the reason: there is no build context
 // (so no COPY/ADD of local files, no ADD of URLs), FROM is the image the
 // commands are added to, and the rest (EXPOSE, LABEL, VOLUME, HEALTHCHECK,

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
 
-export type IdPrefix = "sb" | "ap" | "ex" | "tk" | "vo";
+export type IdPrefix = "sb" | "ap" | "ex" | "tk" | "vo" | "ws";
 
 export function newId(prefix: IdPrefix): string {
   const bytes = randomBytes(20);

@@ -2,6 +2,7 @@
 // (ImageSource): credentials and build secrets come out of their secrets
 // here, and the stored form of a spec never holds them.
 import type { ImageSpec, SecretRef } from "sbx/wire";
+import { parseDockerfile } from "./dockerfile.js";
 import { InvalidArgumentError } from "./errors.js";
 import type { ImageSource } from "./ports.js";
 import { resolveSecretEnv } from "./secrets.js";
@@ -13,9 +14,15 @@ type SecretEnv = (refs: SecretRef[] | undefined) => Record<string, string>;
 
 /**
  * `secretEnv` resolves secret references (default: inline ones only; pass
- * SecretService.resolveEnv to allow named ones).
+ * SecretService.resolveEnv to allow named ones). `workspaceId` keeps build
+ * cache entries per workspace: a recipe's secrets have the same names but not
+ * the same values in two workspaces, so one must not get the other's build.
  */
-export function toImageSource(spec: ImageSpec, secretEnv: SecretEnv = resolveSecretEnv, depth = 0): ImageSource {
+export function toImageSource(spec: ImageSpec, secretEnv: SecretEnv = resolveSecretEnv, workspaceId = ""): ImageSource {
+  return convert(spec, secretEnv, workspaceId, 0);
+}
+
+function convert(spec: ImageSpec, secretEnv: SecretEnv, workspaceId: string, depth: number): ImageSource {
   switch (spec.kind) {
     case "registry": {
       const auth = spec.secret ? registryAuth(secretEnv([spec.secret])) : undefined;
@@ -31,11 +38,12 @@ export function toImageSource(spec: ImageSpec, secretEnv: SecretEnv = resolveSec
       }
       return {
         kind: "dockerfile",
-        base: toImageSource(spec.base, secretEnv, depth + 1),
+        base: convert(spec.base, secretEnv, workspaceId, depth + 1),
         commands: spec.commands,
         env: spec.env ?? {},
         secretEnv: secretEnv(spec.secrets),
         forceBuild: spec.forceBuild ?? false,
+        cacheScope: workspaceId,
       };
     }
   }
@@ -66,3 +74,23 @@ function registryAuth(env: Record<string, string>): { username: string; password
   if (username === undefined || password === undefined) return undefined;
   return { username, password };
 }
+
+/**
+ * The image ids a spec names (images.fromId), its build bases and the
+ * images its COPY --from=sha256:… instructions read included. Throws
+ * InvalidArgumentError for instructions that do not parse.
+ */
+export function imageIdsIn(spec: ImageSpec): string[] {
+  switch (spec.kind) {
+    case "id":
+      return [spec.imageId];
+    case "dockerfile": {
+      const copied = parseDockerfile(spec.commands).flatMap((i) => (i.op === "COPY" && IMAGE_ID.test(i.from) ? [i.from] : []));
+      return [...imageIdsIn(spec.base), ...copied];
+    }
+    default:
+      return [];
+  }
+}
+
+const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;

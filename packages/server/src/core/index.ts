@@ -8,10 +8,11 @@
 // exited, terminated, timed out, OOM, or failed to start), each step a stored
 // event. A server restart re-adopts every Started sandbox (recover()).
 export { AppService } from "./apps.js";
-export { BuildService, BUILD_LIMITS, type BuildJob, type BuildServiceDeps } from "./builds.js";
-export { toImageSource } from "./image-source.js";
+export { BuildService, BUILD_LIMITS, type BuildJob, type BuildServiceDeps, type ImageGrants } from "./builds.js";
+export { imageIdsIn, toImageSource } from "./image-source.js";
 export { SandboxService, SANDBOX_DEFAULTS, ENTRY_EXEC_ID, type SandboxServiceDeps } from "./sandboxes.js";
-export { TokenService, hashToken } from "./tokens.js";
+export { TokenService, hashToken, DEFAULT_WORKSPACE_ID } from "./tokens.js";
+export { WorkspaceService } from "./workspaces.js";
 export { SecretService, type SecretInfo } from "./secrets.js";
 export { VolumeService } from "./volumes.js";
 export { Admission, type Capacity, type Reservation } from "./admission.js";

@@ -45,6 +45,8 @@ export interface DockerfileSource {
   /** Seen by RUN only, never stored in the image; their names are part of the cache key. */
   secretEnv: Record<string, string>;
   forceBuild: boolean;
+  /** Part of the build cache key: the workspace asking ("" = none). */
+  cacheScope: string;
 }
 
 export interface ResolveOptions {
@@ -213,8 +215,31 @@ export type SandboxStateName = "created" | "scheduled" | "started" | "finished";
 export type FinishReasonName = "exited" | "terminated" | "timeout" | "idle-timeout" | "oom" | "failed";
 export type EventTypeName = "Created" | "Scheduled" | "Started" | "Ready" | "Finished";
 
+/** Who is calling: every object a caller sees or touches belongs to its workspace. */
+export interface Scope {
+  workspaceId: string;
+  /** May manage workspaces and tokens. */
+  admin: boolean;
+}
+
+export interface WorkspaceRecord {
+  workspaceId: string;
+  name: string;
+  createdAt: string;
+}
+
+export interface TokenRecord {
+  id: string;
+  hash: string;
+  name: string;
+  workspaceId: string;
+  admin: boolean;
+  createdAt: string;
+}
+
 export interface AppRecord {
   appId: string;
+  workspaceId: string;
   name: string;
   createdAt: string;
 }
@@ -260,6 +285,7 @@ export type ProbeSpec =
   | { kind: "exec"; argv: string[]; intervalMs: number };
 
 export interface SecretRecord {
+  workspaceId: string;
   name: string;
   keys: string[];
   /** AES-256-GCM: iv (12) | tag (16) | ciphertext of the JSON env. */
@@ -269,6 +295,7 @@ export interface SecretRecord {
 
 export interface VolumeRecord {
   volumeId: string;
+  workspaceId: string;
   name: string | null;
   ephemeral: boolean;
   createdAt: string;
@@ -297,18 +324,22 @@ export interface Store {
   transaction<T>(fn: () => T): T;
 
   tokenCount(): number;
-  insertToken(t: { id: string; hash: string; name: string; createdAt: string }): void;
-  /** The stored hash of a token's secret, by token id. */
-  getTokenHash(id: string): string | null;
+  insertToken(t: TokenRecord): void;
+  getToken(id: string): TokenRecord | null;
 
-  findAppByName(name: string): AppRecord | null;
+  insertWorkspace(w: WorkspaceRecord): void;
+  getWorkspace(workspaceId: string): WorkspaceRecord | null;
+  findWorkspaceByName(name: string): WorkspaceRecord | null;
+  listWorkspaces(): WorkspaceRecord[];
+
+  findAppByName(workspaceId: string, name: string): AppRecord | null;
   findApp(appId: string): AppRecord | null;
   insertApp(app: AppRecord): void;
 
   insertSandbox(sb: SandboxRecord): void;
   getSandbox(sandboxId: string): SandboxRecord | null;
   /** Sandboxes whose state is not finished. */
-  listActiveSandboxes(filter?: { appId?: string; afterId?: string; limit?: number }): SandboxRecord[];
+  listActiveSandboxes(filter?: { workspaceId?: string; appId?: string; afterId?: string; limit?: number }): SandboxRecord[];
   findActiveByName(appId: string, name: string): SandboxRecord | null;
   updateSandbox(
     sandboxId: string,
@@ -325,14 +356,14 @@ export interface Store {
 
   insertSecret(s: SecretRecord): void;
   replaceSecret(s: SecretRecord): void;
-  getSecret(name: string): SecretRecord | null;
-  listSecrets(): SecretRecord[];
-  deleteSecret(name: string): boolean;
+  getSecret(workspaceId: string, name: string): SecretRecord | null;
+  listSecrets(workspaceId: string): SecretRecord[];
+  deleteSecret(workspaceId: string, name: string): boolean;
 
   insertVolume(v: VolumeRecord): void;
   getVolume(volumeId: string): VolumeRecord | null;
-  findVolumeByName(name: string): VolumeRecord | null;
-  listVolumes(): VolumeRecord[];
+  findVolumeByName(workspaceId: string, name: string): VolumeRecord | null;
+  listVolumes(workspaceId: string): VolumeRecord[];
   /** Removes the volume and its mount records (the caller checked none is running). */
   deleteVolume(volumeId: string): void;
   attachVolumes(sandboxId: string, volumeIds: string[]): void;
@@ -340,6 +371,14 @@ export interface Store {
   activeSandboxesUsingVolume(volumeId: string): string[];
   /** Volumes mounted by the sandbox. */
   volumesOfSandbox(sandboxId: string): string[];
+
+  /** Records that a workspace may use an image (it pulled, built or ran it). */
+  grantImage(workspaceId: string, imageId: string): void;
+  hasImageGrant(workspaceId: string, imageId: string): boolean;
+  imageGrants(workspaceId: string): string[];
+  /** Images some workspace may still use (nothing else may be pruned). */
+  allGrantedImages(): string[];
+  revokeImage(workspaceId: string, imageId: string): void;
 
   close(): void;
 }

@@ -24,6 +24,7 @@ import type {
   ImageService,
   OutputReader,
   ProbeSpec,
+  Scope,
   RuntimeSandbox,
   SandboxRecord,
   SandboxStateName,
@@ -34,7 +35,7 @@ import type { SecretService } from "./secrets.js";
 import type { VolumeService } from "./volumes.js";
 import type { Admission, Reservation } from "./admission.js";
 import { DEFAULT_PROBE_INTERVAL_MS, startProbe } from "./probes.js";
-import { storedImageSpec, toImageSource } from "./image-source.js";
+import { imageIdsIn, storedImageSpec, toImageSource } from "./image-source.js";
 import { checkTags, enforce, validateCreate, validateExec } from "./validate.js";
 
 /** Defaults a sandbox gets when the request says nothing. */
@@ -95,13 +96,18 @@ export class SandboxService {
 
   // ---- create ---------------------------------------------------------------
 
-  async create(req: SandboxCreateRequest, signal?: AbortSignal): Promise<SandboxRecord> {
+  async create(scope: Scope, req: SandboxCreateRequest, signal?: AbortSignal): Promise<SandboxRecord> {
     const { store } = this.deps;
     validateCreate(req);
-    if (!store.findApp(req.appId)) throw new NotFoundError(`app ${req.appId} does not exist`);
-    const secretEnv = this.deps.secrets.resolveEnv(req.secrets);
+    const app = store.findApp(req.appId);
+    if (!app || app.workspaceId !== scope.workspaceId) throw new NotFoundError(`app ${req.appId} does not exist`);
+    for (const imageId of imageIdsIn(req.image)) {
+      // Images are shared on disk, not across workspaces: one never learns another's ids.
+      if (!store.hasImageGrant(scope.workspaceId, imageId)) throw new NotFoundError(`image ${imageId} does not exist`);
+    }
+    const secretEnv = this.deps.secrets.resolveEnv(scope, req.secrets);
     const volumes = Object.entries(req.volumes ?? {}).map(([path, m]) => {
-      this.deps.volumes.get(m.volumeId);
+      this.deps.volumes.get(scope, m.volumeId);
       return { path, volumeId: m.volumeId, readOnly: m.readOnly ?? false, ...(m.subPath ? { subPath: m.subPath } : {}) };
     });
     const probe = probeSpec(req.readinessProbe);
@@ -152,14 +158,18 @@ export class SandboxService {
     }
     if (this.mustGet(record.sandboxId).state === "finished") {
       this.deps.admission.release(record.sandboxId);
-      return this.get(record.sandboxId);
+      return this.mustGet(record.sandboxId);
     }
     this.moveTo(record.sandboxId, "scheduled", "Scheduled", "admitted");
 
     let handle: RuntimeSandbox;
     try {
-      const image = await this.deps.images.resolve(toImageSource(req.image, (refs) => this.deps.secrets.resolveEnv(refs)), signal);
+      const image = await this.deps.images.resolve(
+        toImageSource(req.image, (refs) => this.deps.secrets.resolveEnv(scope, refs), scope.workspaceId),
+        signal,
+      );
       store.updateSandbox(record.sandboxId, { imageId: image.imageId });
+      store.grantImage(scope.workspaceId, image.imageId);
       const mounts = await Promise.all(
         volumes.map(async (v) => ({
           hostPath: await this.deps.volumes.mountSource(v.volumeId, v.subPath),
@@ -194,7 +204,7 @@ export class SandboxService {
       // Terminated while it was starting: undo the start, keep the recorded end.
       await handle.kill().catch(() => undefined);
       await handle.destroy().catch(() => undefined);
-      return this.get(record.sandboxId);
+      return this.mustGet(record.sandboxId);
     }
     if (req.command) {
       store.insertExec({
@@ -209,7 +219,7 @@ export class SandboxService {
     }
     this.moveTo(record.sandboxId, "started", "Started", null);
     this.attach(record.sandboxId, handle, record.deadlineAt);
-    return this.get(record.sandboxId);
+    return this.mustGet(record.sandboxId);
   }
 
   private insertCreated(record: SandboxRecord): void {
@@ -389,8 +399,18 @@ export class SandboxService {
 
   // ---- queries and control --------------------------------------------------
 
-  get(sandboxId: string): SandboxRecord {
+  get(scope: Scope, sandboxId: string): SandboxRecord {
+    this.authorize(scope, sandboxId);
     return this.mustGet(sandboxId);
+  }
+
+  /** Another workspace's sandbox is answered as a missing one is. */
+  private authorize(scope: Scope, sandboxId: string): void {
+    const rec = this.deps.store.getSandbox(sandboxId);
+    const app = rec ? this.deps.store.findApp(rec.appId) : null;
+    if (!rec || !app || app.workspaceId !== scope.workspaceId) {
+      throw new NotFoundError(`sandbox ${sandboxId} does not exist`);
+    }
   }
 
   private mustGet(sandboxId: string): SandboxRecord {
@@ -399,12 +419,16 @@ export class SandboxService {
     return rec;
   }
 
-  listRunning(filter: { appId?: string; tags?: Record<string, string>; afterId?: string; limit: number }): SandboxRecord[] {
+  listRunning(
+    scope: Scope,
+    filter: { appId?: string; tags?: Record<string, string>; afterId?: string; limit: number },
+  ): SandboxRecord[] {
     const out: SandboxRecord[] = [];
     let afterId = filter.afterId;
     // Tag filtering happens here, so keep reading pages until one is full.
     for (;;) {
       const page = this.deps.store.listActiveSandboxes({
+        workspaceId: scope.workspaceId,
         ...(filter.appId !== undefined ? { appId: filter.appId } : {}),
         ...(afterId !== undefined ? { afterId } : {}),
         limit: filter.limit,
@@ -418,20 +442,23 @@ export class SandboxService {
     }
   }
 
-  events(sandboxId: string) {
+  events(scope: Scope, sandboxId: string) {
+    this.authorize(scope, sandboxId);
     this.mustGet(sandboxId);
     return this.deps.store.listEvents(sandboxId);
   }
 
   /** Resolves with the record once finished, or when `timeoutMs` passes. */
-  async waitFinished(sandboxId: string, timeoutMs: number, signal?: AbortSignal): Promise<SandboxRecord> {
+  async waitFinished(scope: Scope, sandboxId: string, timeoutMs: number, signal?: AbortSignal): Promise<SandboxRecord> {
+    this.authorize(scope, sandboxId);
     return this.waitFor(`sandbox:${sandboxId}`, () => {
       const rec = this.mustGet(sandboxId);
       return rec.state === "finished" ? rec : null;
     }, timeoutMs, signal).then((r) => r ?? this.mustGet(sandboxId));
   }
 
-  async terminate(sandboxId: string): Promise<SandboxRecord> {
+  async terminate(scope: Scope, sandboxId: string): Promise<SandboxRecord> {
+    this.authorize(scope, sandboxId);
     const rec = this.mustGet(sandboxId);
     if (rec.state === "finished") return rec;
     if (this.live.has(sandboxId)) {
@@ -444,7 +471,8 @@ export class SandboxService {
   }
 
   /** Resolves once the readiness probe succeeded, or after timeoutMs with ready still false. */
-  async waitReady(sandboxId: string, timeoutMs: number, signal?: AbortSignal): Promise<SandboxRecord> {
+  async waitReady(scope: Scope, sandboxId: string, timeoutMs: number, signal?: AbortSignal): Promise<SandboxRecord> {
+    this.authorize(scope, sandboxId);
     const rec = this.mustGet(sandboxId);
     if (!rec.spec.readinessProbe) {
       throw new FailedPreconditionError(
@@ -471,7 +499,8 @@ export class SandboxService {
     if (live) live.lastActivity = Date.now();
   }
 
-  setTags(sandboxId: string, tags: Record<string, string>): SandboxRecord {
+  setTags(scope: Scope, sandboxId: string, tags: Record<string, string>): SandboxRecord {
+    this.authorize(scope, sandboxId);
     enforce([{ field: "tags", problem: checkTags(tags) }]);
     this.mustGet(sandboxId);
     this.deps.store.updateSandbox(sandboxId, { tags });
@@ -479,8 +508,8 @@ export class SandboxService {
   }
 
   /** The running sandbox with that name in the app named appName. */
-  getByName(appName: string, name: string): SandboxRecord {
-    const app = this.deps.store.findAppByName(appName);
+  getByName(scope: Scope, appName: string, name: string): SandboxRecord {
+    const app = this.deps.store.findAppByName(scope.workspaceId, appName);
     if (!app) throw new NotFoundError(`app "${appName}" does not exist`);
     const rec = this.deps.store.findActiveByName(app.appId, name);
     if (!rec) throw new NotFoundError(`no running sandbox named "${name}" in app "${appName}"`);
@@ -488,8 +517,13 @@ export class SandboxService {
   }
 
   /** Every stored event, then new ones as they are recorded; ends after Finished. */
-  async *followEvents(sandboxId: string, signal: AbortSignal): AsyncGenerator<EventRecord> {
-    this.mustGet(sandboxId);
+  /** Every stored event, then new ones as they are recorded; ends after Finished. Checks access at once. */
+  followEvents(scope: Scope, sandboxId: string, signal: AbortSignal): AsyncGenerator<EventRecord> {
+    this.authorize(scope, sandboxId);
+    return this.eventsFrom(sandboxId, signal);
+  }
+
+  private async *eventsFrom(sandboxId: string, signal: AbortSignal): AsyncGenerator<EventRecord> {
     let sent = 0;
     for (;;) {
       const events = this.deps.store.listEvents(sandboxId);
@@ -517,10 +551,11 @@ export class SandboxService {
     return live;
   }
 
-  async exec(sandboxId: string, req: ExecRequest): Promise<ExecRecord> {
+  async exec(scope: Scope, sandboxId: string, req: ExecRequest): Promise<ExecRecord> {
+    this.authorize(scope, sandboxId);
     validateExec(req);
     const live = this.requireLive(sandboxId);
-    const secretEnv = this.deps.secrets.resolveEnv(req.secrets);
+    const secretEnv = this.deps.secrets.resolveEnv(scope, req.secrets);
     const record: ExecRecord = {
       execId: newId("ex"),
       sandboxId,
@@ -555,27 +590,34 @@ export class SandboxService {
     return record;
   }
 
-  getExec(sandboxId: string, execId: string): ExecRecord {
+  getExec(scope: Scope, sandboxId: string, execId: string): ExecRecord {
+    this.authorize(scope, sandboxId);
+    return this.execOf(sandboxId, execId);
+  }
+
+  private execOf(sandboxId: string, execId: string): ExecRecord {
     this.mustGet(sandboxId);
     const rec = this.deps.store.getExec(sandboxId, execId);
     if (!rec) throw new NotFoundError(`process ${execId} does not exist in sandbox ${sandboxId}`);
     return rec;
   }
 
-  async waitExec(sandboxId: string, execId: string, timeoutMs: number, signal?: AbortSignal): Promise<ExecRecord> {
+  async waitExec(scope: Scope, sandboxId: string, execId: string, timeoutMs: number, signal?: AbortSignal): Promise<ExecRecord> {
+    this.authorize(scope, sandboxId);
     const done = await this.waitFor(`exec:${sandboxId}:${execId}`, () => {
-      const rec = this.getExec(sandboxId, execId);
+      const rec = this.execOf(sandboxId, execId);
       return rec.returncode !== null ? rec : null;
     }, timeoutMs, signal);
     if (done) return done;
     // An exit the agent could not report (connection dropped) is still on disk.
     const status = await this.deps.output.exitStatus(sandboxId, execId);
     if (status) this.recordExecExit(sandboxId, execId, status);
-    return this.getExec(sandboxId, execId);
+    return this.execOf(sandboxId, execId);
   }
 
-  follow(sandboxId: string, execId: string, stream: StreamName, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
-    this.getExec(sandboxId, execId);
+  follow(scope: Scope, sandboxId: string, execId: string, stream: StreamName, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    this.authorize(scope, sandboxId);
+    this.execOf(sandboxId, execId);
     const isDone = (): boolean => {
       const rec = this.deps.store.getExec(sandboxId, execId);
       return rec === null || rec.returncode !== null;
@@ -584,7 +626,8 @@ export class SandboxService {
   }
 
   /** Writes stdin bytes at `offset`; returns the total the process has accepted. */
-  async writeStdin(sandboxId: string, execId: string, offset: number, data: Uint8Array): Promise<number> {
+  async writeStdin(scope: Scope, sandboxId: string, execId: string, offset: number, data: Uint8Array): Promise<number> {
+    this.authorize(scope, sandboxId);
     const live = this.requireLive(sandboxId);
     this.requireRunningExec(sandboxId, execId);
     const end = offset + data.length;
@@ -602,9 +645,10 @@ export class SandboxService {
     return acked;
   }
 
-  async closeStdin(sandboxId: string, execId: string): Promise<void> {
+  async closeStdin(scope: Scope, sandboxId: string, execId: string): Promise<void> {
+    this.authorize(scope, sandboxId);
     const live = this.requireLive(sandboxId);
-    if (this.getExec(sandboxId, execId).returncode !== null) return; // closing is idempotent
+    if (this.execOf(sandboxId, execId).returncode !== null) return; // closing is idempotent
     try {
       await this.stdinCall(sandboxId, execId, () => live.handle.closeStdin(execId));
     } catch (err) {
@@ -615,7 +659,7 @@ export class SandboxService {
   }
 
   private requireRunningExec(sandboxId: string, execId: string): void {
-    const rec = this.getExec(sandboxId, execId);
+    const rec = this.execOf(sandboxId, execId);
     if (rec.returncode !== null) {
       throw new FailedPreconditionError(`process ${execId} has exited (code ${rec.returncode}); its stdin is closed`);
     }

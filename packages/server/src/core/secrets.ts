@@ -6,7 +6,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import type { SecretRef } from "sbx/wire";
 import { AlreadyExistsError, InternalError, InvalidArgumentError, NotFoundError } from "./errors.js";
-import type { SecretRecord, Store } from "./ports.js";
+import type { Scope, SecretRecord, Store } from "./ports.js";
 import { checkEnv, checkName, enforce } from "./validate.js";
 
 const IV_BYTES = 12;
@@ -27,20 +27,21 @@ export class SecretService {
     if (key.length !== 32) throw new InternalError("the secrets key must be 32 bytes");
   }
 
-  create(name: string, env: Record<string, string>, overwrite: boolean): SecretInfo {
+  create(scope: Scope, name: string, env: Record<string, string>, overwrite: boolean): SecretInfo {
     enforce([
       { field: "name", problem: checkName(name) },
       { field: "env", problem: checkEnv(env) },
     ]);
     if (Object.keys(env).length === 0) throw new InvalidArgumentError("env must hold at least one key");
     const record: SecretRecord = {
+      workspaceId: scope.workspaceId,
       name,
       keys: Object.keys(env).sort(),
       sealed: this.seal(env),
       createdAt: new Date().toISOString(),
     };
     this.store.transaction(() => {
-      if (!overwrite && this.store.getSecret(name)) {
+      if (!overwrite && this.store.getSecret(scope.workspaceId, name)) {
         throw new AlreadyExistsError(`secret "${name}" already exists; pass overwrite to replace its values`);
       }
       this.store.replaceSecret(record);
@@ -48,29 +49,29 @@ export class SecretService {
     return info(record);
   }
 
-  list(): SecretInfo[] {
-    return this.store.listSecrets().map(info);
+  list(scope: Scope): SecretInfo[] {
+    return this.store.listSecrets(scope.workspaceId).map(info);
   }
 
-  get(name: string): SecretInfo {
-    const rec = this.store.getSecret(name);
+  get(scope: Scope, name: string): SecretInfo {
+    const rec = this.store.getSecret(scope.workspaceId, name);
     if (!rec) throw new NotFoundError(`secret "${name}" does not exist; create it with sbx secrets create`);
     return info(rec);
   }
 
-  delete(name: string): void {
-    if (!this.store.deleteSecret(name)) throw new NotFoundError(`secret "${name}" does not exist`);
+  delete(scope: Scope, name: string): void {
+    if (!this.store.deleteSecret(scope.workspaceId, name)) throw new NotFoundError(`secret "${name}" does not exist`);
   }
 
   /** The environment a list of secret references gives, later ones overriding earlier ones. */
-  resolveEnv(refs: SecretRef[] | undefined): Record<string, string> {
+  resolveEnv(scope: Scope, refs: SecretRef[] | undefined): Record<string, string> {
     const env: Record<string, string> = {};
     for (const ref of refs ?? []) {
       if (ref.kind === "inline") {
         Object.assign(env, ref.env);
         continue;
       }
-      const rec = this.store.getSecret(ref.name);
+      const rec = this.store.getSecret(scope.workspaceId, ref.name);
       if (!rec) throw new NotFoundError(`secret "${ref.name}" does not exist; create it with sbx secrets create`);
       const missing = (ref.requiredKeys ?? []).filter((k) => !rec.keys.includes(k));
       if (missing.length > 0) {

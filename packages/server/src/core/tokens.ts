@@ -4,7 +4,10 @@
 // start, for the caller to hand to the operator.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { newId } from "./ids.js";
-import type { Store } from "./ports.js";
+import type { Scope, Store } from "./ports.js";
+
+/** The workspace every data dir starts with; the admin token belongs to it. */
+export const DEFAULT_WORKSPACE_ID = "ws-default";
 
 const TOKEN_RE = /^sbx_([a-z2-7]{20})_([A-Za-z0-9_-]{43})$/;
 
@@ -27,18 +30,34 @@ export class TokenService {
     return this.store.transaction(() => {
       if (this.store.tokenCount() > 0) return null;
       const t = mintToken();
-      this.store.insertToken({ id: t.id, hash: t.hash, name: "admin", createdAt: new Date().toISOString() });
+      this.store.insertToken({
+        id: t.id,
+        hash: t.hash,
+        name: "admin",
+        workspaceId: DEFAULT_WORKSPACE_ID,
+        admin: true,
+        createdAt: new Date().toISOString(),
+      });
       return t.token;
     });
   }
 
-  verify(token: string): boolean {
+  /** The caller a token stands for, or null when it is not a valid token. */
+  verify(token: string): Scope | null {
     const m = TOKEN_RE.exec(token);
-    if (!m) return false;
-    const stored = this.store.getTokenHash(`tk-${m[1]}`);
+    if (!m) return null;
+    const stored = this.store.getToken(`tk-${m[1]}`);
     // Hash anyway, so a wrong id costs what a wrong secret does.
     const presented = Buffer.from(hashToken(m[2]!), "hex");
-    const expected = Buffer.from(stored ?? "0".repeat(64), "hex");
-    return timingSafeEqual(presented, expected) && stored !== null;
+    const expected = Buffer.from(stored?.hash ?? "0".repeat(64), "hex");
+    if (!timingSafeEqual(presented, expected) || !stored) return null;
+    return { workspaceId: stored.workspaceId, admin: stored.admin };
+  }
+
+  /** A new token for a workspace; the token itself is returned once, only its hash kept. */
+  create(workspaceId: string, name: string, admin = false): string {
+    const t = mintToken();
+    this.store.insertToken({ id: t.id, hash: t.hash, name, workspaceId, admin, createdAt: new Date().toISOString() });
+    return t.token;
   }
 }

@@ -3,7 +3,7 @@
 // here is only which volumes exist and who uses them.
 import { FailedPreconditionError, NotFoundError } from "./errors.js";
 import { newId } from "./ids.js";
-import type { Store, VolumeRecord, VolumeStorage } from "./ports.js";
+import type { Scope, Store, VolumeRecord, VolumeStorage } from "./ports.js";
 import { checkName, enforce } from "./validate.js";
 
 export class VolumeService {
@@ -12,52 +12,64 @@ export class VolumeService {
     private readonly storage: VolumeStorage,
   ) {}
 
-  async lookup(name: string, createIfMissing: boolean): Promise<VolumeRecord> {
+  async lookup(scope: Scope, name: string, createIfMissing: boolean): Promise<VolumeRecord> {
     enforce([{ field: "name", problem: checkName(name) }]);
-    const found = this.store.findVolumeByName(name);
+    const found = this.store.findVolumeByName(scope.workspaceId, name);
     if (found) return found;
     if (!createIfMissing) {
       throw new NotFoundError(`volume "${name}" does not exist; pass createIfMissing: true to create it`);
     }
-    const rec: VolumeRecord = { volumeId: newId("vo"), name, ephemeral: false, createdAt: new Date().toISOString() };
+    const rec: VolumeRecord = {
+      volumeId: newId("vo"),
+      workspaceId: scope.workspaceId,
+      name,
+      ephemeral: false,
+      createdAt: new Date().toISOString(),
+    };
     await this.storage.create(rec.volumeId);
     try {
       this.store.insertVolume(rec);
     } catch (err) {
       // Lost a race for the name: use the winner's volume.
       await this.storage.remove(rec.volumeId);
-      const winner = this.store.findVolumeByName(name);
+      const winner = this.store.findVolumeByName(scope.workspaceId, name);
       if (winner) return winner;
       throw err;
     }
     return rec;
   }
 
-  async createEphemeral(): Promise<VolumeRecord> {
-    const rec: VolumeRecord = { volumeId: newId("vo"), name: null, ephemeral: true, createdAt: new Date().toISOString() };
+  async createEphemeral(scope: Scope): Promise<VolumeRecord> {
+    const rec: VolumeRecord = {
+      volumeId: newId("vo"),
+      workspaceId: scope.workspaceId,
+      name: null,
+      ephemeral: true,
+      createdAt: new Date().toISOString(),
+    };
     await this.storage.create(rec.volumeId);
     this.store.insertVolume(rec);
     return rec;
   }
 
-  list(): VolumeRecord[] {
-    return this.store.listVolumes();
+  list(scope: Scope): VolumeRecord[] {
+    return this.store.listVolumes(scope.workspaceId);
   }
 
-  get(volumeId: string): VolumeRecord {
+  get(scope: Scope, volumeId: string): VolumeRecord {
     const rec = this.store.getVolume(volumeId);
-    if (!rec) throw new NotFoundError(`volume ${volumeId} does not exist`);
+    if (!rec || rec.workspaceId !== scope.workspaceId) throw new NotFoundError(`volume ${volumeId} does not exist`);
     return rec;
   }
 
-  async deleteByName(name: string): Promise<void> {
-    const rec = this.store.findVolumeByName(name);
+  async deleteByName(scope: Scope, name: string): Promise<void> {
+    const rec = this.store.findVolumeByName(scope.workspaceId, name);
     if (!rec) throw new NotFoundError(`volume "${name}" does not exist`);
-    await this.delete(rec.volumeId);
+    await this.delete(scope, rec.volumeId);
   }
 
-  async delete(volumeId: string): Promise<void> {
-    const rec = this.get(volumeId);
+  async delete(scope: Scope, volumeId: string): Promise<void> {
+    const rec = this.get(scope, volumeId);
     const users = this.store.activeSandboxesUsingVolume(volumeId);
     if (users.length > 0) {
       throw new FailedPreconditionError(

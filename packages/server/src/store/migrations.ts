@@ -94,4 +94,65 @@ export const MIGRATIONS: readonly Migration[] = [
     // write it to <data-dir>/admin-token and the client config, as on a first start.
     sql: `DELETE FROM tokens;`,
   },
+  {
+    version: 4,
+    description: "workspaces: tokens, apps, secrets, volumes and images belong to one; names are unique within it",
+    sql: `
+      CREATE TABLE workspaces (
+        workspace_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+      );
+      INSERT INTO workspaces (workspace_id, name, created_at)
+        VALUES ('ws-default', 'default', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+      ALTER TABLE tokens ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'ws-default' REFERENCES workspaces(workspace_id);
+      ALTER TABLE tokens ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+      UPDATE tokens SET admin = 1 WHERE name = 'admin';
+
+      CREATE TABLE apps_v4 (
+        app_id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(workspace_id),
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (workspace_id, name)
+      );
+      INSERT INTO apps_v4 SELECT app_id, 'ws-default', name, created_at FROM apps;
+      DROP TABLE apps;
+      ALTER TABLE apps_v4 RENAME TO apps;
+
+      CREATE TABLE secrets_v4 (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(workspace_id),
+        name TEXT NOT NULL,
+        keys TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+      );
+      INSERT INTO secrets_v4 SELECT 'ws-default', name, keys, sealed, created_at FROM secrets;
+      DROP TABLE secrets;
+      ALTER TABLE secrets_v4 RENAME TO secrets;
+
+      CREATE TABLE volumes_v4 (
+        volume_id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(workspace_id),
+        name TEXT,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        UNIQUE (workspace_id, name)
+      );
+      INSERT INTO volumes_v4 SELECT volume_id, 'ws-default', name, ephemeral, created_at FROM volumes;
+      DROP TABLE volumes;
+      ALTER TABLE volumes_v4 RENAME TO volumes;
+
+      -- Images are content-addressed and shared on disk; which workspace may
+      -- use which image is recorded here.
+      CREATE TABLE image_grants (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(workspace_id),
+        image_id TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, image_id)
+      );
+    `,
+  },
 ];

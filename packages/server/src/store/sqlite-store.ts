@@ -10,7 +10,9 @@ import type {
   SandboxRecord,
   SecretRecord,
   Store,
+  TokenRecord,
   VolumeRecord,
+  WorkspaceRecord,
 } from "../core/ports.js";
 import { MIGRATIONS, type Migration } from "./migrations.js";
 
@@ -38,12 +40,23 @@ function migrate(db: Database.Database, migrations: readonly Migration[]): void 
       `the database is at schema version ${current}, newer than this server knows (${latest}); run a newer sbx`,
     );
   }
-  for (const m of migrations) {
-    if (m.version <= current) continue;
-    db.transaction(() => {
-      db.exec(m.sql);
-      db.pragma(`user_version = ${m.version}`);
-    })();
+  // Rebuilding a table (the only way SQLite changes a constraint) needs foreign
+  // keys off, which cannot change inside a transaction; they are checked after.
+  db.pragma("foreign_keys = OFF");
+  try {
+    for (const m of migrations) {
+      if (m.version <= current) continue;
+      db.transaction(() => {
+        db.exec(m.sql);
+        const broken = db.pragma("foreign_key_check") as unknown[];
+        if (broken.length > 0) {
+          throw new StoreMigrationError(`migration ${m.version} (${m.description}) left ${broken.length} broken reference(s)`);
+        }
+        db.pragma(`user_version = ${m.version}`);
+      })();
+    }
+  } finally {
+    db.pragma("foreign_keys = ON");
   }
 }
 
@@ -65,8 +78,22 @@ function sandboxFromRow(r: Row): SandboxRecord {
   };
 }
 
+function appFromRow(r: Row): AppRecord {
+  return {
+    appId: r.app_id as string,
+    workspaceId: r.workspace_id as string,
+    name: r.name as string,
+    createdAt: r.created_at as string,
+  };
+}
+
+function workspaceFromRow(r: Row): WorkspaceRecord {
+  return { workspaceId: r.workspace_id as string, name: r.name as string, createdAt: r.created_at as string };
+}
+
 function secretFromRow(r: Row): SecretRecord {
   return {
+    workspaceId: r.workspace_id as string,
     name: r.name as string,
     keys: JSON.parse(r.keys as string) as string[],
     sealed: r.sealed as Buffer,
@@ -77,6 +104,7 @@ function secretFromRow(r: Row): SecretRecord {
 function volumeFromRow(r: Row): VolumeRecord {
   return {
     volumeId: r.volume_id as string,
+    workspaceId: r.workspace_id as string,
     name: (r.name as string | null) ?? null,
     ephemeral: r.ephemeral === 1,
     createdAt: r.created_at as string,
@@ -111,11 +139,13 @@ class SqliteStore implements Store {
   constructor(private readonly db: Database.Database) {
     this.stmts = {
       tokenCount: db.prepare("SELECT COUNT(*) AS n FROM tokens"),
-      insertToken: db.prepare("INSERT INTO tokens (id, hash, name, created_at) VALUES (?, ?, ?, ?)"),
-      tokenById: db.prepare("SELECT hash FROM tokens WHERE id = ?"),
-      appByName: db.prepare("SELECT * FROM apps WHERE name = ?"),
+      insertToken: db.prepare(
+        "INSERT INTO tokens (id, hash, name, workspace_id, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      tokenById: db.prepare("SELECT * FROM tokens WHERE id = ?"),
+      appByName: db.prepare("SELECT * FROM apps WHERE workspace_id = ? AND name = ?"),
       appById: db.prepare("SELECT * FROM apps WHERE app_id = ?"),
-      insertApp: db.prepare("INSERT INTO apps (app_id, name, created_at) VALUES (?, ?, ?)"),
+      insertApp: db.prepare("INSERT INTO apps (app_id, workspace_id, name, created_at) VALUES (?, ?, ?, ?)"),
       insertSandbox: db.prepare(
         `INSERT INTO sandboxes (sandbox_id, app_id, name, state, spec, image_id, returncode, finish_reason,
            tags, created_at, deadline_at, finished_at, ready_at)
@@ -144,23 +174,47 @@ class SqliteStore implements Store {
   tokenCount(): number {
     return (this.stmts.tokenCount.get() as { n: number }).n;
   }
-  insertToken(t: { id: string; hash: string; name: string; createdAt: string }): void {
-    this.stmts.insertToken.run(t.id, t.hash, t.name, t.createdAt);
+  insertToken(t: TokenRecord): void {
+    this.stmts.insertToken.run(t.id, t.hash, t.name, t.workspaceId, t.admin ? 1 : 0, t.createdAt);
   }
-  getTokenHash(id: string): string | null {
-    return (this.stmts.tokenById.get(id) as { hash: string } | undefined)?.hash ?? null;
+  getToken(id: string): TokenRecord | null {
+    const r = this.stmts.tokenById.get(id) as Row | undefined;
+    if (!r) return null;
+    return {
+      id: r.id as string,
+      hash: r.hash as string,
+      name: r.name as string,
+      workspaceId: r.workspace_id as string,
+      admin: r.admin === 1,
+      createdAt: r.created_at as string,
+    };
   }
 
-  findAppByName(name: string): AppRecord | null {
-    const r = this.stmts.appByName.get(name) as Row | undefined;
-    return r ? { appId: r.app_id as string, name: r.name as string, createdAt: r.created_at as string } : null;
+  insertWorkspace(w: WorkspaceRecord): void {
+    this.db.prepare("INSERT INTO workspaces (workspace_id, name, created_at) VALUES (?, ?, ?)").run(w.workspaceId, w.name, w.createdAt);
+  }
+  getWorkspace(workspaceId: string): WorkspaceRecord | null {
+    const r = this.db.prepare("SELECT * FROM workspaces WHERE workspace_id = ?").get(workspaceId) as Row | undefined;
+    return r ? workspaceFromRow(r) : null;
+  }
+  findWorkspaceByName(name: string): WorkspaceRecord | null {
+    const r = this.db.prepare("SELECT * FROM workspaces WHERE name = ?").get(name) as Row | undefined;
+    return r ? workspaceFromRow(r) : null;
+  }
+  listWorkspaces(): WorkspaceRecord[] {
+    return (this.db.prepare("SELECT * FROM workspaces ORDER BY name").all() as Row[]).map(workspaceFromRow);
+  }
+
+  findAppByName(workspaceId: string, name: string): AppRecord | null {
+    const r = this.stmts.appByName.get(workspaceId, name) as Row | undefined;
+    return r ? appFromRow(r) : null;
   }
   findApp(appId: string): AppRecord | null {
     const r = this.stmts.appById.get(appId) as Row | undefined;
-    return r ? { appId: r.app_id as string, name: r.name as string, createdAt: r.created_at as string } : null;
+    return r ? appFromRow(r) : null;
   }
   insertApp(app: AppRecord): void {
-    this.stmts.insertApp.run(app.appId, app.name, app.createdAt);
+    this.stmts.insertApp.run(app.appId, app.workspaceId, app.name, app.createdAt);
   }
 
   insertSandbox(sb: SandboxRecord): void {
@@ -170,9 +224,15 @@ class SqliteStore implements Store {
     const r = this.stmts.sandboxById.get(sandboxId) as Row | undefined;
     return r ? sandboxFromRow(r) : null;
   }
-  listActiveSandboxes(filter: { appId?: string; afterId?: string; limit?: number } = {}): SandboxRecord[] {
+  listActiveSandboxes(
+    filter: { workspaceId?: string; appId?: string; afterId?: string; limit?: number } = {},
+  ): SandboxRecord[] {
     const where = ["state != 'finished'"];
     const args: unknown[] = [];
+    if (filter.workspaceId !== undefined) {
+      where.push("app_id IN (SELECT app_id FROM apps WHERE workspace_id = ?)");
+      args.push(filter.workspaceId);
+    }
     if (filter.appId !== undefined) {
       where.push("app_id = ?");
       args.push(filter.appId);
@@ -233,40 +293,42 @@ class SqliteStore implements Store {
 
   insertSecret(sec: SecretRecord): void {
     this.db
-      .prepare("INSERT INTO secrets (name, keys, sealed, created_at) VALUES (?, ?, ?, ?)")
-      .run(sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
+      .prepare("INSERT INTO secrets (workspace_id, name, keys, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
+      .run(sec.workspaceId, sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
   }
   replaceSecret(sec: SecretRecord): void {
     this.db
-      .prepare("INSERT OR REPLACE INTO secrets (name, keys, sealed, created_at) VALUES (?, ?, ?, ?)")
-      .run(sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
+      .prepare("INSERT OR REPLACE INTO secrets (workspace_id, name, keys, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
+      .run(sec.workspaceId, sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
   }
-  getSecret(name: string): SecretRecord | null {
-    const r = this.db.prepare("SELECT * FROM secrets WHERE name = ?").get(name) as Row | undefined;
+  getSecret(workspaceId: string, name: string): SecretRecord | null {
+    const r = this.db.prepare("SELECT * FROM secrets WHERE workspace_id = ? AND name = ?").get(workspaceId, name) as Row | undefined;
     return r ? secretFromRow(r) : null;
   }
-  listSecrets(): SecretRecord[] {
-    return (this.db.prepare("SELECT * FROM secrets ORDER BY name").all() as Row[]).map(secretFromRow);
+  listSecrets(workspaceId: string): SecretRecord[] {
+    return (this.db.prepare("SELECT * FROM secrets WHERE workspace_id = ? ORDER BY name").all(workspaceId) as Row[]).map(secretFromRow);
   }
-  deleteSecret(name: string): boolean {
-    return this.db.prepare("DELETE FROM secrets WHERE name = ?").run(name).changes > 0;
+  deleteSecret(workspaceId: string, name: string): boolean {
+    return this.db.prepare("DELETE FROM secrets WHERE workspace_id = ? AND name = ?").run(workspaceId, name).changes > 0;
   }
 
   insertVolume(v: VolumeRecord): void {
     this.db
-      .prepare("INSERT INTO volumes (volume_id, name, ephemeral, created_at) VALUES (?, ?, ?, ?)")
-      .run(v.volumeId, v.name, v.ephemeral ? 1 : 0, v.createdAt);
+      .prepare("INSERT INTO volumes (volume_id, workspace_id, name, ephemeral, created_at) VALUES (?, ?, ?, ?, ?)")
+      .run(v.volumeId, v.workspaceId, v.name, v.ephemeral ? 1 : 0, v.createdAt);
   }
   getVolume(volumeId: string): VolumeRecord | null {
     const r = this.db.prepare("SELECT * FROM volumes WHERE volume_id = ?").get(volumeId) as Row | undefined;
     return r ? volumeFromRow(r) : null;
   }
-  findVolumeByName(name: string): VolumeRecord | null {
-    const r = this.db.prepare("SELECT * FROM volumes WHERE name = ?").get(name) as Row | undefined;
+  findVolumeByName(workspaceId: string, name: string): VolumeRecord | null {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE workspace_id = ? AND name = ?").get(workspaceId, name) as Row | undefined;
     return r ? volumeFromRow(r) : null;
   }
-  listVolumes(): VolumeRecord[] {
-    return (this.db.prepare("SELECT * FROM volumes ORDER BY created_at, volume_id").all() as Row[]).map(volumeFromRow);
+  listVolumes(workspaceId: string): VolumeRecord[] {
+    return (
+      this.db.prepare("SELECT * FROM volumes WHERE workspace_id = ? ORDER BY created_at, volume_id").all(workspaceId) as Row[]
+    ).map(volumeFromRow);
   }
   deleteVolume(volumeId: string): void {
     this.db.prepare("DELETE FROM sandbox_volumes WHERE volume_id = ?").run(volumeId);
@@ -290,6 +352,26 @@ class SqliteStore implements Store {
     return (this.db.prepare("SELECT volume_id FROM sandbox_volumes WHERE sandbox_id = ?").all(sandboxId) as Row[]).map(
       (r) => r.volume_id as string,
     );
+  }
+
+  grantImage(workspaceId: string, imageId: string): void {
+    this.db
+      .prepare("INSERT OR IGNORE INTO image_grants (workspace_id, image_id, granted_at) VALUES (?, ?, ?)")
+      .run(workspaceId, imageId, new Date().toISOString());
+  }
+  hasImageGrant(workspaceId: string, imageId: string): boolean {
+    return this.db.prepare("SELECT 1 FROM image_grants WHERE workspace_id = ? AND image_id = ?").get(workspaceId, imageId) !== undefined;
+  }
+  imageGrants(workspaceId: string): string[] {
+    return (this.db.prepare("SELECT image_id FROM image_grants WHERE workspace_id = ?").all(workspaceId) as Row[]).map(
+      (r) => r.image_id as string,
+    );
+  }
+  allGrantedImages(): string[] {
+    return (this.db.prepare("SELECT DISTINCT image_id FROM image_grants").all() as Row[]).map((r) => r.image_id as string);
+  }
+  revokeImage(workspaceId: string, imageId: string): void {
+    this.db.prepare("DELETE FROM image_grants WHERE workspace_id = ? AND image_id = ?").run(workspaceId, imageId);
   }
 
   close(): void {
