@@ -7,9 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(runc crun mmdebstrap iproute2 nftables attr uidmap xfsprogs gcc make libc6-dev)
+# zstd: zstd-compressed image layers (Node 20 has no zstd).
+packages=(runc crun mmdebstrap iproute2 nftables attr uidmap xfsprogs e2fsprogs gcc make libc6-dev zstd)
 if [ "${SBX_WITH_TEST_DEPS:-0}" = 1 ]; then
-  packages+=(docker-registry skopeo)
+  # openssl: the test registry's token server signs with a key made at test time.
+  packages+=(docker-registry skopeo openssl)
 fi
 
 missing=()

@@ -13,4 +13,7 @@ make -s -C agent test test-idmap
 shopt -s globstar nullglob
 unit=(test/unit/*.test.ts packages/*/src/**/*.test.ts)
 integration=(test/integration/*.test.ts)
-exec node --import tsx --test --test-concurrency=1 --test-timeout=900000 "${unit[@]}" "${integration[@]}"
+# Issue 5: isolation proved from inside and outside a sandbox, exhaustion,
+# crash safety (SECURITY.md maps each default to its test).
+security=(test/security/*.test.ts test/reliability/*.test.ts)
+exec node --import tsx --test --test-concurrency=1 --test-timeout=900000 "${unit[@]}" "${integration[@]}" "${security[@]}"

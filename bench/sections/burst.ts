@@ -33,7 +33,13 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
   const s = summarize(ok.map((r) => r.totalMs));
   const rate = ok.length / n;
   const spread = s.p95 / s.p50;
-  const distinct = [...new Set(errors)].slice(0, 3);
+  // Grouped by message with ids blanked: "N× message".
+  const counts = new Map<string, number>();
+  for (const e of errors) {
+    const k = e.replace(/\b(sb|ex)-[a-z0-9]+/g, "$1-…");
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  const distinct = [...counts].sort((a, b) => b[1] - a[1]).map(([m, c]) => `${c}× ${m}`);
   return {
     name: "burst",
     rows: [
@@ -55,6 +61,8 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
       { section: S, figure: `terminate all ${ok.length}`, unit: "ms", value: terminateMs },
     ],
     data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations },
-    notes: distinct.length ? [`burst: ${errors.length} failed, e.g. ${distinct.join(" | ")}`] : [],
+    notes: distinct.length
+      ? [`burst: ${errors.length} failed (the benchmark aborts what is unfinished after ${(cfg.burst.timeLimitMs / 1000).toFixed(0)} s): ${distinct.join("; ")}`]
+      : [],
   };
 }

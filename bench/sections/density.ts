@@ -79,6 +79,7 @@ export async function density(ctx: Ctx): Promise<SectionResult> {
     if (failed) notes.push(`density: ${failed} terminations failed`);
   }
 
+  const noisy = !(measured.usedDeltaBytes! > 0);
   const label = n >= want ? `${n}` : `${n} (of ${want} wanted: ${error ? "a create failed" : "time limit"})`;
   const S = `6. density (${label} idle sandboxes)`;
   const first10 = summarize(createMs.slice(0, 10));
@@ -94,7 +95,7 @@ export async function density(ctx: Ctx): Promise<SectionResult> {
       unit: "MiB",
       value: measured.perSandboxBeyondMiB,
       target: `≤ ${DENSITY_TARGET.beyondMiB} MiB`,
-      met: measured.perSandboxBeyondMiB! <= DENSITY_TARGET.beyondMiB,
+      ...(noisy ? {} : { met: measured.perSandboxBeyondMiB! <= DENSITY_TARGET.beyondMiB }),
     },
     { section: S, figure: "    of which kernel slab", unit: "MiB", value: measured.perSandboxSlabMiB },
     {
@@ -112,6 +113,7 @@ export async function density(ctx: Ctx): Promise<SectionResult> {
     { section: S, figure: "terminate all", unit: "ms", value: measured.terminateAllMs },
   ];
   if (at) notes.push(`density: server RSS${at}.`);
+  if (noisy) notes.push("density: host memory in use fell while the sandboxes were created: other activity on the host outweighs them; the memory figures are not meaningful.");
   return {
     name: "density",
     rows,

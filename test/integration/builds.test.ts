@@ -111,6 +111,19 @@ describe("builds", { timeout: 600_000 }, () => {
     assert.match(seen.map((s) => s.text).join(""), /=> \[1\/1\] RUN echo first-line/);
   });
 
+  test("sandboxes.create with onLog shows the build log before the sandbox starts", async () => {
+    const seen: string[] = [];
+    const marker = `create-log-${Date.now()}`;
+    const image = base().dockerfileCommands([`RUN echo ${marker}-$((6 * 7))`]);
+    const sb = await client.sandboxes.create(app, image, { onLog: (t) => seen.push(t) });
+    try {
+      assert.match(seen.join(""), new RegExp(`${marker}-42`));
+      assert.match(image.imageId ?? "", /^sha256:/);
+    } finally {
+      await sb.terminate();
+    }
+  });
+
   test("a failing RUN raises InvalidError naming the instruction, exit code and output", async () => {
     const image = base().dockerfileCommands(["RUN echo preparing", "RUN echo some output here; echo oops >&2; exit 3"]);
     await assert.rejects(client.sandboxes.create(app, image), (e: unknown) => {

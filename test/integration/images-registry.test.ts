@@ -67,7 +67,8 @@ describe("token auth through a mirror", { timeout: 300_000 }, () => {
     const app = await client.apps.fromName("it-images-registry", { createIfMissing: true });
     const secret = client.secrets.fromObject({ REGISTRY_USERNAME: CREDS.username, REGISTRY_PASSWORD: CREDS.password });
     const before = authReg.tokenRequests.length;
-    const sb = await client.sandboxes.create(app, client.images.fromRegistry(`${PRIVATE}/team/five:v1`, secret));
+    const image = client.images.fromRegistry(`${PRIVATE}/team/five:v1`, secret);
+    const sb = await client.sandboxes.create(app, image);
     try {
       const p = await sb.exec(["sh", "-c", "cat /layers/2 /layers/3 /layers/4 /layers/5; wc -c < /layers/big; echo $FIVE"]);
       assert.equal(await p.stdout.readText(), "two (gzip)\nthree (zstd)\nfour (plain tar)\nfive (zstd)\n200000\n5\n");
@@ -77,7 +78,7 @@ describe("token auth through a mirror", { timeout: 300_000 }, () => {
     // The registry's token service was asked, with the user and the pull scope: the mirror served it.
     const asked = authReg.tokenRequests.slice(before);
     assert.ok(asked.some((r) => r.granted && r.user === "alice" && r.scopes.includes("repository:team/five:pull")), JSON.stringify(asked));
-    const info = await client.images.inspect(sb.imageId ?? (await client.sandboxes.fromId(sb.sandboxId)).imageId!);
+    const info = await client.images.inspect(image.imageId!);
     assert.equal(info.layers.length, 5);
   });
 

@@ -1,6 +1,7 @@
 // Starts the real sbx server as a child process (the built CLI), on a free
 // loopback port with its own data dir, for integration tests.
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -9,11 +10,20 @@ import { SbxClient } from "sbx";
 export const REPO = resolve(import.meta.dirname, "../..");
 const CLI = join(REPO, "packages/cli/dist/main.js");
 
+function mountsUnder(dir: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((mp) => mp.startsWith(dir + "/"));
+}
+
 export interface TestServer {
   url: string;
   token: string;
   dataDir: string;
   client(): SbxClient;
+  /** The server process's pid (for RSS and fd checks); undefined when it is not running. */
+  pid(): number | undefined;
   /** SIGKILL the server process (sandboxes keep running). */
   kill(): Promise<void>;
   /** Start a new server process on the same data dir and port. */
@@ -90,6 +100,10 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       clients.push(c);
       return c;
     },
+    pid() {
+      const p = child as ChildProcess | null;
+      return p && p.exitCode === null && p.signalCode === null ? p.pid : undefined;
+    },
     async kill() {
       await waitExit(child, "SIGKILL");
     },
@@ -106,6 +120,10 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
         /* the server may already be gone */
       }
       for (const c of clients) c.close();
+      // terminate answers once a sandbox is finished; its destroy (unmounts,
+      // disk image, netns) may still be running: let it end before the server
+      // stops, or its mounts and loop devices outlive the data dir.
+      for (let i = 0; i < 150 && mountsUnder(dataDir).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
       await waitExit(child, "SIGTERM");
       await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
     },

@@ -126,7 +126,9 @@ export const serve: Command = {
     if (!options) return 0;
     // Loaded only here: the other commands need no server code.
     const { startServer } = await import("@sbx/server");
-    const server = await startServer(options);
+    // Crash tests set this to make the server kill itself at one create step.
+    const killAtStep = process.env.SBX_TEST_KILL_AT_STEP;
+    const server = await startServer({ ...options, ...(killAtStep ? { faultInjection: { killAtStep } } : {}) });
     process.stdout.write(`sbx listening on ${server.url}\n`);
     if (server.adminToken !== null) {
       process.stderr.write(

@@ -91,6 +91,8 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     agentDir: config.agentDir ?? defaultAgentDir(),
     ...(config.runtime ? { runtime: config.runtime } : {}),
     serverPort: config.listen.port,
+    // Crash tests only: the server SIGKILLs itself at a named create step.
+    ...(config.faultInjection?.killAtStep ? { faultInjection: { killAtStep: config.faultInjection.killAtStep } } : {}),
     log,
   });
   const secrets = new SecretService(store, await secretsKey(config.dataDir));
@@ -133,9 +135,9 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     sandboxes,
     newAdminToken: tokens.ensureAdminToken(),
     async close() {
-      sandboxes.close();
+      await api.close(); // no new requests first
+      await sandboxes.close();
       builds.close();
-      await api.close();
       images.close();
       store.close();
     },

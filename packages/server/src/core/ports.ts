@@ -207,6 +207,11 @@ export interface Backend {
   adopt(sandboxId: string): Promise<RuntimeSandbox | null>;
   /** Cleans up what a dead sandbox left behind (mounts, netns, runtime state). */
   cleanup(sandboxId: string): Promise<void>;
+  /**
+   * Removes every sandbox the runtime holds that is not in `knownRunning`
+   * (left by a server that died mid-create); returns their ids.
+   */
+  cleanupOrphans?(knownRunning: Iterable<string>): Promise<string[]>;
 }
 
 // ---- persistence -------------------------------------------------------------

@@ -9,6 +9,7 @@ import {
   InternalError,
   NotFoundError,
   AlreadyExistsError,
+  ResourceExhaustedError,
   SbxServerError,
   UnavailableError,
 } from "./errors.js";
@@ -88,6 +89,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class SandboxService {
   private readonly live = new Map<string, LiveSandbox>();
   private readonly changes = new EventEmitter();
+  /** Teardowns in flight: close() waits for them, so no mount outlives the server by accident. */
+  private readonly cleanups = new Set<Promise<unknown>>();
   private closed = false;
 
   constructor(private readonly deps: SandboxServiceDeps) {
@@ -390,8 +393,12 @@ export class SandboxService {
     this.deps.admission.cancel(sandboxId);
     this.changes.emit(`sandbox:${sandboxId}`);
     for (const e of running) this.changes.emit(`exec:${sandboxId}:${e.execId}`);
-    const cleanup = live ? live.handle.destroy() : this.deps.backend.cleanup(sandboxId);
-    await cleanup.catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: cleanup failed: ${String(err)}`));
+    const cleanup = (live ? live.handle.destroy() : this.deps.backend.cleanup(sandboxId)).catch((err: unknown) =>
+      this.deps.log(`sandbox ${sandboxId}: cleanup failed: ${String(err)}`),
+    );
+    this.cleanups.add(cleanup);
+    await cleanup;
+    this.cleanups.delete(cleanup);
     await this.deps.volumes
       .releaseSandbox(sandboxId)
       .catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: releasing its volumes failed: ${String(err)}`));
@@ -585,6 +592,10 @@ export class SandboxService {
       if (this.mustGet(sandboxId).state === "finished") {
         throw new FailedPreconditionError(`sandbox ${sandboxId} finished while the command was being started`);
       }
+      // The agent refuses when the sandbox is out of something (its disk, process slots).
+      if (/No space left|too many processes|Resource temporarily unavailable/i.test(message)) {
+        throw new ResourceExhaustedError(`sandbox ${sandboxId} cannot start the command: ${message}`, { cause: err });
+      }
       throw new InternalError(`starting the command in sandbox ${sandboxId} failed: ${message}`, { cause: err });
     }
     return record;
@@ -727,6 +738,7 @@ export class SandboxService {
     const { store, backend, output } = this.deps;
     let adopted = 0;
     let lost = 0;
+    const adoptedIds: string[] = [];
     for (const rec of store.listActiveSandboxes()) {
       if (rec.state !== "started") {
         await this.finish(rec.sandboxId, "failed", 1, "the server stopped before the sandbox started");
@@ -749,21 +761,40 @@ export class SandboxService {
         memoryBytes: rec.spec.memoryReservationBytes ?? SANDBOX_DEFAULTS.memoryRequestMiB * 1024 * 1024,
       });
       this.attach(rec.sandboxId, handle, rec.deadlineAt);
+      adoptedIds.push(rec.sandboxId);
       for (const e of store.listRunningExecs(rec.sandboxId)) {
         const status = await output.exitStatus(rec.sandboxId, e.execId);
         if (status) this.recordExecExit(rec.sandboxId, e.execId, status);
       }
       adopted++;
     }
+    // Before serving: a create still in progress would look like an orphan.
+    const orphans = await backend.cleanupOrphans?.(adoptedIds).catch((err: unknown) => {
+      this.deps.log(`orphan cleanup: ${String(err)}`);
+      return [];
+    });
+    if (orphans && orphans.length > 0) this.deps.log(`removed ${orphans.length} sandbox(es) a dead server left half made: ${orphans.join(", ")}`);
     return { adopted, lost };
   }
 
-  /** Stops timers and watchers; running sandboxes keep running for the next server. */
-  close(): void {
+  /**
+   * Stops timers and watchers, and waits (at most 30 s) for teardowns in
+   * flight; running sandboxes keep running for the next server.
+   */
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const live of this.live.values()) for (const t of live.timers) clearTimeout(t);
+    for (const live of this.live.values()) {
+      for (const t of live.timers) clearTimeout(t);
+      live.stopProbe?.();
+    }
     this.live.clear();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.cleanups]),
+      new Promise((r) => (timer = setTimeout(r, 30_000))),
+    ]);
+    clearTimeout(timer);
   }
 }
 

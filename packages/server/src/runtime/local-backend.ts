@@ -8,16 +8,19 @@
 // wired from the host → runtime start → agent HELLO. Any failure undoes the
 // steps done, in reverse order.
 
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, chmodSync, writeFileSync, rmdirSync, readdirSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, chmodSync, writeFileSync, rmdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, StreamName } from "../core/ports.js";
 import { AgentClient } from "./agent-client.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
+import { DEFAULT_DISK, diskLeftovers, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
 import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
 import {
+  SANDBOX_ID_RE,
+  releaseClaimsOf,
   claimSlot,
   mountRootfs,
   mountsUnder,
@@ -43,6 +46,8 @@ import {
   resolvConf,
   setupSandboxNetwork,
   teardownSandboxNetwork,
+  hostVethName,
+  netnsPath,
   type NetConfig,
 } from "../net/index.js";
 
@@ -59,10 +64,31 @@ export interface LocalBackendOptions {
   agentStartTimeoutMs?: number;
   /** DEVELOPMENT ONLY: mount image layers without idmapping (see rootfs.ts). */
   unsafeNoIdmap?: boolean;
+  /**
+   * Each sandbox's writable disk (disk.ts): its size, how much output is kept
+   * after destroy, the host's reserve. Default DEFAULT_DISK. `false`: no disk
+   * image, the upper layer and run dir go straight to the host's disk
+   * (UNLIMITED: development only; logged).
+   */
+  disk?: Partial<DiskOptions> | false;
+  /**
+   * TESTS ONLY: SIGKILL this server process when create reaches the named
+   * step (one of CREATE_STEPS), to prove a restarted server rolls it back.
+   */
+  faultInjection?: { killAtStep?: string };
 }
+
+/**
+ * The steps of create, in order, as faultInjection.killAtStep names them; the
+ * kill happens right after the step's side effects. Image unpack happens
+ * before the backend is called (images/), so it has no step here.
+ */
+export const CREATE_STEPS = ["state", "disk", "rootfs", "bundle", "runtime-create", "network", "runtime-start", "agent"] as const;
 
 /** Milliseconds per create step, for benchmarks and logs. */
 export interface CreateTimings {
+  /** Making and mounting the writable disk (in parallel with idmap). */
+  diskMs: number;
   idmapMs: number;
   overlayMs: number;
   bundleMs: number;
@@ -117,6 +143,37 @@ function cgroupDirs(sandboxId: string): string[] {
     /* none */
   }
   return hier.map((h) => join("/sys/fs/cgroup", h, rel));
+}
+
+/**
+ * The per-CPU thermal_throttle dirs of this host (none on most VMs): masked
+ * in every sandbox, as Docker and Podman do.
+ */
+function hostMaskedPaths(): string[] {
+  const base = "/sys/devices/system/cpu";
+  try {
+    return readdirSync(base)
+      .filter((n) => /^cpu\d+$/.test(n))
+      .map((n) => join(base, n, "thermal_throttle"))
+      .filter((p) => existsSync(p));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * runc 1.1 appends its own defaults after the spec's device rules: mknod of
+ * any device ("c *:* m", "b *:* m") and /dev/net/tun ("c 10:200 rwm", dropped
+ * in runc 1.2). No such node exists in a sandbox and mknod is refused
+ * (no CAP_MKNOD, user namespace), but the cgroup should say so too: under
+ * cgroup v1 a write to devices.deny removes them. (cgroup v2 devices are an
+ * eBPF program runc owns; nothing to do there.)
+ */
+const RUNC_EXTRA_DEVICE_RULES = ["c *:* m", "b *:* m", "c 10:200 rwm"];
+function tightenDeviceCgroup(sandboxId: string): void {
+  const deny = join("/sys/fs/cgroup/devices/sbx", sandboxId, "devices.deny");
+  if (!existsSync(deny)) return;
+  for (const rule of RUNC_EXTRA_DEVICE_RULES) writeFileSync(deny, rule);
 }
 
 function oomKills(sandboxId: string): number {
@@ -269,7 +326,9 @@ class LocalSandbox implements RuntimeSandbox {
           if (this.isAlive()) return false;
           const entry = this.readExit("entry");
           const code = this.killed || !entry ? 137 : entry.code;
-          resolve({ code, oom: oomKills(this.sandboxId) > 0 });
+          // An OOM kill anywhere in the sandbox (an exec's) does not make a
+          // later clean exit an OOM: only an end by SIGKILL after one.
+          resolve({ code, oom: code === 137 && !this.killed && oomKills(this.sandboxId) > 0 });
           return true;
         };
         if (check()) return;
@@ -321,14 +380,29 @@ class LocalBackend implements Backend {
   private readonly reservedAddrs = new Set<string>();
   private hostNetReady: Promise<void> | null = null;
   private readonly cgroupV1 = cgroupV1Hierarchies();
+  private readonly cgroupsDisabled: boolean;
+  private readonly maskedExtra = hostMaskedPaths();
+  private readonly disk: DiskOptions | null;
   readonly log: (m: string) => void;
 
   constructor(private readonly opts: LocalBackendOptions) {
     const rtName = chooseRuntime(opts.runtime);
-    this.rt = new OciRuntime(rtName, join(opts.dataDir, "runc"));
+    // crun 1.8 refuses hybrid (v1 + v2) cgroup layouts; it runs here only
+    // without a cgroup manager, i.e. WITHOUT memory, pids and CPU limits.
+    this.cgroupsDisabled = rtName === "crun" && this.cgroupV1 !== null;
+    this.rt = new OciRuntime(rtName, join(opts.dataDir, "runc"), rtName, this.cgroupsDisabled ? ["--cgroup-manager=disabled"] : []);
     this.name = `local-${rtName}`;
     this.net = opts.net ?? DEFAULT_NET;
     this.log = opts.log ?? (() => undefined);
+    this.disk = opts.disk === false ? null : { ...DEFAULT_DISK, ...(opts.disk ?? {}) };
+  }
+
+  /** faultInjection: dies like a SIGKILLed server would, right here. */
+  private step(name: (typeof CREATE_STEPS)[number]): void {
+    if (this.opts.faultInjection?.killAtStep === name) {
+      this.log(`fault injection: SIGKILL at create step "${name}"`);
+      process.kill(process.pid, "SIGKILL");
+    }
   }
 
   get agentPath(): string {
@@ -344,6 +418,16 @@ class LocalBackend implements Backend {
       throw new RuntimeError(`sbx-idmap not found at ${this.idmapPath} (run make -C agent)`, [], null, "");
     }
     if (this.opts.unsafeNoIdmap) this.log("WARNING: unsafeNoIdmap: image layers are mounted without idmapping (development only)");
+    if (this.cgroupsDisabled) {
+      this.log("WARNING: crun on a cgroup v1/hybrid host runs with --cgroup-manager=disabled: sandboxes get NO memory, pids or CPU limits (use runc here)");
+    }
+    if (!this.disk) this.log("WARNING: disk: false: sandboxes write to the host's disk without a size limit (development only)");
+    if (this.opts.faultInjection?.killAtStep) {
+      if (!(CREATE_STEPS as readonly string[]).includes(this.opts.faultInjection.killAtStep)) {
+        throw new RuntimeError(`faultInjection.killAtStep must be one of ${CREATE_STEPS.join(", ")}`, [], null, "");
+      }
+      this.log(`WARNING: fault injection: the server kills itself at create step "${this.opts.faultInjection.killAtStep}" (tests only)`);
+    }
     // The sandbox's root (an unprivileged host uid) must be able to traverse
     // to its rootfs and bind sources: runc mounts them from inside the userns.
     mkdirSync(sandboxesDir(this.opts.dataDir), { recursive: true, mode: 0o711 });
@@ -410,18 +494,32 @@ class LocalBackend implements Backend {
       mkdirSync(p.dir, { recursive: true, mode: 0o711 });
       undo.push(() => rmSync(p.dir, { recursive: true, force: true }));
       writeState(p.state, state);
+      this.step("state");
 
       signal?.throwIfAborted();
       if (!spec.blockNetwork) await this.ensureHostNet();
 
+      // The disk is made while the layers are idmapped; undo removes it after
+      // unmountAll (registered below) has unmounted the overlay.
+      undo.push(() => removeDisk(p));
+      const td = performance.now();
+      const disk = this.disk
+        ? makeDisk(p, this.disk).then(() => {
+            timings.diskMs = performance.now() - td;
+            this.step("disk");
+          })
+        : Promise.resolve().then(() => void (timings.diskMs = 0));
+      disk.catch(() => undefined); // awaited by mountRootfs; this only marks it handled
       const m = await mountRootfs(p, spec.image.layers, state.uidBase, {
         idmapBin: this.idmapPath,
         ...(this.opts.unsafeNoIdmap ? { unsafeNoIdmap: true } : {}),
+        writable: disk,
       });
       undo.push(() => unmountAll(p.dir));
       timings.idmapMs = m.idmapMs;
       timings.overlayMs = m.overlayMs;
       const volumes = await mountVolumes(p, spec.mounts ?? [], state.uidBase, this.idmapPath);
+      this.step("rootfs");
       signal?.throwIfAborted();
 
       const tb = performance.now();
@@ -429,7 +527,7 @@ class LocalBackend implements Backend {
       writeFileSync(p.hosts, hostsFile(hostname, address), { mode: 0o644 });
       writeFileSync(p.hostname, hostnameFile(hostname), { mode: 0o644 });
       let cgroupV1: { parent: string; hierarchies: { name: string; source: string }[] } | undefined;
-      if (this.cgroupV1) {
+      if (this.cgroupV1 && !this.cgroupsDisabled) {
         const parent = join(p.bundle, "cgroupfs");
         for (const h of this.cgroupV1) mkdirSync(join(parent, h), { recursive: true, mode: 0o755 });
         cgroupV1 = {
@@ -455,15 +553,18 @@ class LocalBackend implements Backend {
         },
         {
           rootfsPath: p.rootfs,
-          runDir: p.run,
+          runDir: p.runData,
           agentPath: this.agentPath,
           tcpProbePath: join(this.opts.agentDir, "sbx-tcp-probe"),
+          binDir: this.opts.agentDir,
+          extraMaskedPaths: this.maskedExtra,
           resolvConfPath: p.resolvConf,
           hostsPath: p.hosts,
           hostnamePath: p.hostname,
           uidBase: state.uidBase,
           cgroupsPath: `/sbx/${id}`,
           ...(cgroupV1 ? { cgroupV1 } : {}),
+          ...(this.cgroupsDisabled ? { noCgroups: true } : {}),
           swapAccounting:
             existsSync("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") ||
             existsSync("/sys/fs/cgroup/cgroup.controllers"),
@@ -471,6 +572,7 @@ class LocalBackend implements Backend {
       );
       writeFileSync(p.config, JSON.stringify(oci, null, 1), { mode: 0o600 });
       timings.bundleMs = performance.now() - tb;
+      this.step("bundle");
 
       const tc = performance.now();
       await this.rt.create(id, { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog, runtimeLog: p.consoleLog });
@@ -479,6 +581,8 @@ class LocalBackend implements Backend {
         this.removeCgroups(id);
       });
       timings.runtimeCreateMs = performance.now() - tc;
+      tightenDeviceCgroup(id);
+      this.step("runtime-create");
       const pid = Number(readFileSync(p.pidFile, "utf8").trim());
       const startTime = procStartTime(pid);
 
@@ -486,11 +590,13 @@ class LocalBackend implements Backend {
       undo.push(() => teardownSandboxNetwork(id));
       await setupSandboxNetwork({ sandboxId: id, pid, blockNetwork: spec.blockNetwork, ...(address ? { address } : {}) }, this.net);
       timings.netnsMs = performance.now() - tn;
+      this.step("network");
       signal?.throwIfAborted();
 
       const ts = performance.now();
       await this.rt.start(id);
       timings.runtimeStartMs = performance.now() - ts;
+      this.step("runtime-start");
 
       const th = performance.now();
       const alive = () => procStartTime(pid) === startTime;
@@ -510,6 +616,7 @@ class LocalBackend implements Backend {
       }
       timings.agentHelloMs = performance.now() - th;
       timings.totalMs = performance.now() - t0;
+      this.step("agent");
 
       const sb = new LocalSandbox(id, p, state, pid, startTime, agent, this);
       agent.setOnReconnect(() => sb.replayExits());
@@ -587,17 +694,26 @@ class LocalBackend implements Backend {
 
   async cleanup(sandboxId: string): Promise<void> {
     const p = sandboxPaths(this.opts.dataDir, sandboxId);
-    // Independent of each other: in parallel.
+    // Independent of each other: in parallel. The overlay goes first so the
+    // disk under it is quiet when its outputs are copied out.
     await Promise.all([
       this.rt
         .delete(sandboxId, true)
         .catch((e: unknown) => this.log(`delete ${sandboxId}: ${(e as Error).message}`))
         .then(() => this.removeCgroups(sandboxId)),
       teardownSandboxNetwork(sandboxId),
-      unmountAll(p.dir),
+      unmountAll(p.rootfs).then(() => unmountAll(p.lower)),
     ]);
+    await retainOutputs(p, this.disk?.retainBytes ?? DEFAULT_DISK.retainBytes, this.log).catch((e: unknown) =>
+      this.log(`keeping the outputs of ${sandboxId}: ${(e as Error).message}`),
+    );
+    await removeDisk(p).catch((e: unknown) => this.log(`removing the disk of ${sandboxId}: ${(e as Error).message}`));
+    await unmountAll(p.dir);
     if (mountsUnder(p.dir).length === 0) {
-      for (const d of [p.upper, p.work, p.rootfs, p.lower, p.bundle]) rmSync(d, { recursive: true, force: true });
+      // upper/ and work/ at the top: sandboxes made before writable disks.
+      for (const d of [p.disk, join(p.dir, "upper"), join(p.dir, "work"), p.rootfs, p.lower, p.bundle]) {
+        rmSync(d, { recursive: true, force: true });
+      }
     }
     const state = readState(p.state);
     if (state && !state.destroyed) {
@@ -606,9 +722,87 @@ class LocalBackend implements Backend {
       if (state.address) releaseAddress(state.address, p.dir);
     }
   }
+
+  /**
+   * Removes what sandboxes of this data dir left behind when they are not in
+   * `knownRunning` (the ids the caller adopted and keeps): a create cut short
+   * by a crash, a destroy that did not finish. Runtime containers (killed),
+   * cgroups, netns + veth, mounts, the disk and its loop device, slot and
+   * address claims; the directory of a sandbox that never ran a process is
+   * removed entirely, the others keep run/ and state.json (destroyed), as a
+   * normal destroy does. Call at start-up, after adopting and before serving:
+   * a create in flight would be taken for an orphan. Returns the ids cleaned.
+   */
+  async cleanupOrphans(knownRunning: Iterable<string>): Promise<string[]> {
+    const keep = new Set(knownRunning);
+    const ids = new Set<string>();
+    try {
+      for (const n of readdirSync(sandboxesDir(this.opts.dataDir))) if (SANDBOX_ID_RE.test(n)) ids.add(n);
+    } catch {
+      /* no sandboxes yet */
+    }
+    const containers = await this.rt.list().catch((e: unknown) => {
+      this.log(`orphan scan: ${this.rt.name} list: ${(e as Error).message}`);
+      return [];
+    });
+    for (const c of containers) if (SANDBOX_ID_RE.test(c.id)) ids.add(c.id);
+    const inRuntime = new Set(containers.map((c) => c.id));
+    const cleaned: string[] = [];
+    for (const id of ids) {
+      if (keep.has(id)) continue;
+      const p = sandboxPaths(this.opts.dataDir, id);
+      if (!existsSync(p.dir)) {
+        // Known to the runtime only: its dir went first.
+        await this.rt.delete(id, true).catch((e: unknown) => this.log(`orphan ${id}: delete: ${(e as Error).message}`));
+        this.removeCgroups(id);
+        await teardownSandboxNetwork(id).catch((e: unknown) => this.log(`orphan ${id}: network: ${(e as Error).message}`));
+        cleaned.push(id);
+        continue;
+      }
+      const state = readState(p.state);
+      if (state?.destroyed && !inRuntime.has(id) && !this.hasLeftovers(p, id)) continue;
+      try {
+        await this.cleanup(id);
+      } catch (e) {
+        this.log(`orphan ${id}: cleanup: ${(e as Error).message}`);
+        continue;
+      }
+      // Claims a state.json never recorded (a crash between claim and write).
+      releaseClaimsOf(p.dir);
+      let procs: string[] = [];
+      try {
+        procs = readdirSync(join(p.run, "procs"));
+      } catch {
+        /* none */
+      }
+      if (procs.length === 0 && mountsUnder(p.dir).length === 0) rmSync(p.dir, { recursive: true, force: true });
+      cleaned.push(id);
+    }
+    if (cleaned.length) this.log(`cleaned up after ${cleaned.length} sandbox(es) not running: ${cleaned.join(", ")}`);
+    return cleaned;
+  }
+
+  private hasLeftovers(p: SandboxPaths, id: string): boolean {
+    let runIsLink = false;
+    try {
+      runIsLink = lstatSync(p.run).isSymbolicLink();
+    } catch {
+      /* missing */
+    }
+    return (
+      runIsLink ||
+      existsSync(`${p.run}.tmp`) ||
+      mountsUnder(p.dir).length > 0 ||
+      diskLeftovers(p).length > 0 ||
+      existsSync(netnsPath(id)) ||
+      existsSync(`/sys/class/net/${hostVethName(id)}`) ||
+      cgroupDirs(id).some((d) => existsSync(d)) ||
+      [p.rootfs, p.lower, p.bundle, p.disk].some((d) => existsSync(d))
+    );
+  }
 }
 
-export function createLocalBackend(opts: LocalBackendOptions): Backend {
+export function createLocalBackend(opts: LocalBackendOptions): Backend & { cleanupOrphans(knownRunning: Iterable<string>): Promise<string[]> } {
   const b = new LocalBackend(opts);
   b.init();
   return b;

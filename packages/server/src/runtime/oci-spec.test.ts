@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { toOciSpec, type OciHostInfo, type OciSpecInput } from "./oci-spec.js";
+import { MASKED_PATHS, toOciSpec, type OciHostInfo, type OciSpecInput } from "./oci-spec.js";
 import { ALLOWED_SYSCALLS, DENIED_SYSCALLS, seccompProfile } from "./seccomp.js";
 
 const input: OciSpecInput = {
@@ -96,6 +96,29 @@ test("mounts: kernel fs options, ro sysfs/cgroup, run dir, agent, /etc files", (
   assert.ok(s.linux.readonlyPaths.includes("/proc/sys"));
 });
 
+test("binDir: agent/build bound read-only at /.sbx/bin; extra masked paths", () => {
+  const s = toOciSpec(input, {
+    ...host,
+    binDir: "/opt/sbx/build",
+    extraMaskedPaths: ["/sys/devices/system/cpu/cpu0/thermal_throttle"],
+  }) as Any;
+  const bin = s.mounts.find((x: Any) => x.destination === "/.sbx/bin");
+  assert.deepEqual(bin, { destination: "/.sbx/bin", type: "bind", source: "/opt/sbx/build", options: ["rbind", "ro", "nosuid", "nodev"] });
+  assert.ok(!s.mounts.some((x: Any) => x.destination === "/.sbx/bin/sbx-agent"), "no separate agent bind");
+  assert.equal(s.process.args[0], "/.sbx/bin/sbx-agent");
+  const dests = s.mounts.map((x: Any) => x.destination);
+  assert.ok(dests.indexOf("/.sbx") < dests.indexOf("/.sbx/bin"));
+  assert.ok(s.linux.maskedPaths.includes("/sys/devices/system/cpu/cpu0/thermal_throttle"));
+  for (const p of MASKED_PATHS) assert.ok(s.linux.maskedPaths.includes(p), p);
+});
+
+test("noCgroups (crun without a cgroup manager): /sys/fs/cgroup is an empty read-only tmpfs", () => {
+  const s = toOciSpec(input, { ...host, noCgroups: true }) as Any;
+  const cg = s.mounts.filter((x: Any) => x.destination.startsWith("/sys/fs/cgroup"));
+  assert.deepEqual(cg.map((x: Any) => [x.destination, x.type]), [["/sys/fs/cgroup", "tmpfs"]]);
+  assert.ok(cg[0].options.includes("ro"));
+});
+
 test("cgroup v1: /sys/fs/cgroup as read-only binds", () => {
   const s = toOciSpec(input, {
     ...host,
@@ -130,4 +153,15 @@ test("seccomp: default deny with EPERM, argument filters, denied list", () => {
   for (const n of DENIED_SYSCALLS) assert.ok(!allowed.has(n), `${n} must not be allowed`);
   assert.equal(new Set(ALLOWED_SYSCALLS).size, ALLOWED_SYSCALLS.length, "no duplicates");
   for (const n of ["read", "write", "execve", "epoll_wait", "accept4", "wait4", "mmap"]) assert.ok(allowed.has(n), n);
+  // Issue 5's list, each name explicitly: never in an ALLOW rule.
+  const issue5 = [
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+    "io_uring_register", "mount", "umount", "umount2", "fsopen", "fsmount", "move_mount", "open_tree", "pivot_root",
+    "unshare", "setns", "open_by_handle_at", "init_module", "finit_module", "delete_module", "kexec_load",
+    "kexec_file_load", "swapon", "swapoff", "reboot", "clock_settime",
+  ];
+  for (const n of issue5) {
+    assert.ok(DENIED_SYSCALLS.includes(n), `${n} listed as denied`);
+    assert.ok(!allowed.has(n), `${n} must not be allowed`);
+  }
 });

@@ -10,9 +10,13 @@ import { seccompProfile, type SeccompProfile } from "./seccomp.js";
 /** Where things live inside the sandbox. */
 export const IN_SANDBOX = {
   runDir: "/.sbx",
+  /** agent/build, bind-mounted read-only (OciHostInfo.binDir). */
+  binDir: "/.sbx/bin",
   agent: "/.sbx/bin/sbx-agent",
-  /** The readiness probe's TCP check (core/probes.ts runs it). */
+  /** `sbx-tcp-probe PORT [HOST]`: exit 0 iff a TCP connect succeeds within 1 s (readiness probes). */
   tcpProbe: "/.sbx/bin/sbx-tcp-probe",
+  /** The in-sandbox security probe (test/security/). */
+  probe: "/.sbx/bin/sbx-probe",
 } as const;
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -156,6 +160,17 @@ export interface OciHostInfo {
    * afterwards from the host).
    */
   netnsPath?: string;
+  /**
+   * Directory holding sbx-agent and the probes, bind-mounted read-only at
+   * IN_SANDBOX.binDir. Without it `agentPath` and `tcpProbePath` are bound one by one.
+   */
+  binDir?: string;
+  /**
+   * Host paths masked besides MASKED_PATHS: the per-CPU
+   * /sys/devices/system/cpu/cpu<N>/thermal_throttle dirs that exist on this
+   * host (hostMaskedPaths() in local-backend.ts lists them).
+   */
+  extraMaskedPaths?: string[];
   /** e.g. "/sbx/<id>" (cgroupfs driver, relative to each hierarchy's root). */
   cgroupsPath: string;
   /** memory.memsw.* exists (cgroup v1 swap accounting). */
@@ -168,6 +183,11 @@ export interface OciHostInfo {
    * each hierarchy a ro bind of the sandbox's own cgroup dir.
    */
   cgroupV1?: { parent: string; hierarchies: { name: string; source: string }[] };
+  /**
+   * The runtime runs without a cgroup manager (crun on a hybrid host): no
+   * cgroup limits, and /sys/fs/cgroup is an empty read-only tmpfs.
+   */
+  noCgroups?: boolean;
 }
 
 // ---------------------------------------------------------------- build
@@ -223,7 +243,14 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
 
   const base = BASE_MOUNTS.map((m) => ({ ...m, options: [...m.options] }));
   const cgroupAt = base.findIndex((m) => m.type === "cgroup");
-  if (host.cgroupV1 && cgroupAt >= 0) {
+  if (host.noCgroups && cgroupAt >= 0) {
+    base.splice(cgroupAt, 1, {
+      destination: "/sys/fs/cgroup",
+      type: "tmpfs",
+      source: "tmpfs",
+      options: ["nosuid", "noexec", "nodev", "ro", "size=4k", "mode=555"],
+    });
+  } else if (host.cgroupV1 && cgroupAt >= 0) {
     base.splice(
       cgroupAt,
       1,
@@ -239,8 +266,12 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
   const mounts: OciMount[] = [
     ...base,
     { destination: IN_SANDBOX.runDir, type: "bind", source: host.runDir, options: ["rbind", "rw", "nosuid", "nodev"] },
-    { destination: IN_SANDBOX.agent, type: "bind", source: host.agentPath, options: ["bind", "ro", "nosuid", "nodev"] },
-    { destination: IN_SANDBOX.tcpProbe, type: "bind", source: host.tcpProbePath, options: ["bind", "ro", "nosuid", "nodev"] },
+    ...(host.binDir
+      ? [{ destination: IN_SANDBOX.binDir, type: "bind", source: host.binDir, options: ["rbind", "ro", "nosuid", "nodev"] }]
+      : [
+          { destination: IN_SANDBOX.agent, type: "bind", source: host.agentPath, options: ["bind", "ro", "nosuid", "nodev"] },
+          { destination: IN_SANDBOX.tcpProbe, type: "bind", source: host.tcpProbePath, options: ["bind", "ro", "nosuid", "nodev"] },
+        ]),
     { destination: "/etc/resolv.conf", type: "bind", source: host.resolvConfPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/etc/hosts", type: "bind", source: host.hostsPath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/etc/hostname", type: "bind", source: host.hostnamePath, options: ["bind", "ro", "nosuid", "nodev", "noexec"] },
@@ -277,7 +308,7 @@ export function toOciSpec(input: OciSpecInput, host: OciHostInfo): OciSpec {
       namespaces,
       resources,
       cgroupsPath: host.cgroupsPath,
-      maskedPaths: [...MASKED_PATHS],
+      maskedPaths: [...MASKED_PATHS, ...(host.extraMaskedPaths ?? [])],
       readonlyPaths: [...READONLY_PATHS],
       seccomp: seccompProfile(),
     },

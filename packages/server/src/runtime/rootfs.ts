@@ -3,9 +3,14 @@
 //   <dataDir>/sandboxes/<id>/
 //     state.json        what adopt()/cleanup() need after a restart (slot, uid base, address…)
 //     lower/<n>         read-only idmapped binds of the image's layer dirs (n = 0 is the base)
-//     upper/ work/      overlay upper and work dirs, owned by the sandbox's uid base
+//     disk.img          the sandbox's writable disk: a sparse ext4 image of the
+//                       disk limit (disk.ts), loop-mounted at disk/ while it lives
+//     disk/upper/ disk/work/   overlay upper and work dirs, owned by the sandbox's uid base
+//     disk/run/         becomes /.sbx inside (agent.sock, procs/)
 //     rootfs/           the overlay: lowerdir = lower/<last>:…:lower/0 (topmost first)
-//     run/              becomes /.sbx inside (agent.sock, procs/); kept after destroy
+//     run               while the sandbox lives: a symlink to disk/run; at destroy
+//                       its outputs are copied out (bounded, disk.ts) and run/
+//                       becomes a plain directory, kept after destroy
 //     bundle/config.json
 //     resolv.conf hosts hostname   bind-mounted read-only over /etc/*
 //     console.log       PID 1's stdout/stderr and the runtime's messages
@@ -28,10 +33,12 @@ import {
   readSync,
   renameSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
   constants as fsc,
 } from "node:fs";
 import { join } from "node:path";
+import { ADDR_CLAIMS_DIR } from "../net/index.js";
 
 export const UID_BASE_START = 200_000;
 export const UID_RANGE = 65_536;
@@ -54,6 +61,11 @@ export interface SandboxPaths {
   dir: string;
   state: string;
   lower: string;
+  /** The writable disk image and its mount point (disk.ts). */
+  diskImage: string;
+  disk: string;
+  /** The run dir's home while the sandbox lives (`run` points here). */
+  runData: string;
   upper: string;
   work: string;
   rootfs: string;
@@ -78,8 +90,11 @@ export function sandboxPaths(dataDir: string, sandboxId: string): SandboxPaths {
     dir,
     state: join(dir, "state.json"),
     lower: join(dir, "lower"),
-    upper: join(dir, "upper"),
-    work: join(dir, "work"),
+    diskImage: join(dir, "disk.img"),
+    disk: join(dir, "disk"),
+    runData: join(dir, "disk", "run"),
+    upper: join(dir, "disk", "upper"),
+    work: join(dir, "disk", "work"),
     rootfs: join(dir, "rootfs"),
     run: join(dir, "run"),
     bundle: join(dir, "bundle"),
@@ -190,6 +205,29 @@ export function releaseSlot(slot: number, owner: string): void {
   }
 }
 
+/**
+ * Releases every slot and address claim recorded for `owner` (a sandbox dir):
+ * cleanup of a create that died between claiming and writing state.json.
+ */
+export function releaseClaimsOf(owner: string): void {
+  for (const dir of [SLOT_CLAIMS_DIR, ADDR_CLAIMS_DIR]) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      const f = join(dir, n);
+      try {
+        if (readFileSync(f, "utf8").trim() === owner) rmSync(f, { force: true });
+      } catch {
+        /* gone */
+      }
+    }
+  }
+}
+
 export function uidBaseOf(slot: number): number {
   return UID_BASE_START + slot * UID_RANGE;
 }
@@ -245,11 +283,18 @@ export interface MountOptions {
    * caller logs it.
    */
   unsafeNoIdmap?: boolean;
+  /**
+   * Resolves once disk/ is ready (the writable disk mounted there, or a plain
+   * directory): upper/, work/ and run are made after it, so the idmap step
+   * can run while the disk is being prepared.
+   */
+  writable?: Promise<unknown>;
 }
 
 /**
- * Makes lower/, upper/, work/, run/ (owned by uidBase) and mounts the
- * overlay at rootfs/. On failure, unmounts what it mounted.
+ * Makes lower/, upper/, work/, run/ (owned by uidBase; run is a symlink to
+ * disk/run) and mounts the overlay at rootfs/. On failure, unmounts what it
+ * mounted.
  */
 export async function mountRootfs(
   p: SandboxPaths,
@@ -258,15 +303,25 @@ export async function mountRootfs(
   opts: MountOptions,
 ): Promise<MountTimings> {
   if (layers.length === 0) throw new RootfsError("image has no layers");
-  for (const d of [p.lower, p.upper, p.work, p.rootfs, p.run, p.bundle]) mkdirSync(d, { recursive: true, mode: 0o711 });
-  for (const d of [p.upper, p.work, p.run]) chownSync(d, uidBase, uidBase);
-  // upper/ is "/" inside: world-readable like any root dir, or non-root users there cannot list it.
-  chmodSync(p.upper, 0o755);
-  // upper/ is the overlay's root inode: "/" inside, so owned by root inside.
+  for (const d of [p.lower, p.rootfs, p.bundle, p.disk]) mkdirSync(d, { recursive: true, mode: 0o711 });
+  const makeWritable = async () => {
+    await opts.writable;
+    for (const d of [p.upper, p.work, p.runData]) mkdirSync(d, { recursive: true, mode: 0o711 });
+    // upper/ is the overlay's root inode: "/" inside, so owned by root inside.
+    for (const d of [p.upper, p.work, p.runData]) chownSync(d, uidBase, uidBase);
+    // upper/ is "/" inside: world-readable like any root dir, or non-root users there cannot list it.
+    chmodSync(p.upper, 0o755);
+    try {
+      symlinkSync("disk/run", p.run);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+  };
   const t0 = performance.now();
   let lowerdirs: string[];
   try {
     if (opts.unsafeNoIdmap) {
+      await makeWritable();
       lowerdirs = [...layers];
       // Without idmap, the lower dirs are owned by nobody inside; create the
       // mount points runc would otherwise fail to create.
@@ -284,7 +339,10 @@ export async function mountRootfs(
         mkdirSync(dst, { recursive: true, mode: 0o711 });
         args.push(src, dst);
       });
-      await runTool(opts.idmapBin, args);
+      // Both settle before either failure is thrown, so the caller's undo sees a quiet state.
+      const [w, i] = await Promise.allSettled([makeWritable(), runTool(opts.idmapBin, args)]);
+      if (w.status === "rejected") throw w.reason;
+      if (i.status === "rejected") throw i.reason;
       lowerdirs = layers.map((_, i) => `lower/${i}`);
     }
   } catch (e) {
@@ -301,7 +359,7 @@ export async function mountRootfs(
     const lowerdir = [...lowerdirs].reverse().join(":");
     await runTool(
       "mount",
-      ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=upper,workdir=work,volatile`, p.rootfs],
+      ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=disk/upper,workdir=disk/work,volatile`, p.rootfs],
       { cwd: p.dir },
     );
   } catch (e) {

@@ -56,11 +56,13 @@ export class OciRuntime {
     /** --root: this server's own state directory for the runtime. */
     readonly root: string,
     readonly binary: string = name,
+    /** Global options before the subcommand, e.g. crun's --cgroup-manager=disabled. */
+    readonly globalArgs: readonly string[] = [],
   ) {}
 
   /** The single place argv is assembled. */
   private argv(sub: string, args: string[]): string[] {
-    return ["--root", this.root, sub, ...args];
+    return [...this.globalArgs, "--root", this.root, sub, ...args];
   }
 
   private run(sub: string, args: string[], stdio?: { out: number; err: number }): Promise<RunResult> {

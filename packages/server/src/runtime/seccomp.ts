@@ -95,7 +95,7 @@ export const ALLOWED_SYSCALLS: readonly string[] = [
   "getresuid", "getresuid32", "getrlimit", "ugetrlimit", "setrlimit", "prlimit64",
   "getrusage", "getsid", "gettid", "getuid", "getuid32", "ioprio_get",
   "ioprio_set", "kill", "tkill", "tgkill", "pause", "pidfd_open",
-  "pidfd_send_signal", "pidfd_getfd", "prctl", "restart_syscall", "rseq",
+  "pidfd_send_signal", "prctl", "restart_syscall", "rseq",
   "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo",
   "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait", "rt_sigtimedwait_time64",
   "rt_tgsigqueueinfo", "sigaltstack", "sigprocmask", "sigreturn", "sched_getaffinity",
@@ -147,6 +147,10 @@ export const DENIED_SYSCALLS: readonly string[] = [
   "ioperm", "create_module", "nfsservctl", "vm86", "vm86old", "syslog",
   "socketcall", "kcmp", "sethostname", "setdomainname", "modify_ldt",
   "fanotify_init",
+  // ptrace-like: takes another process's fds (Docker allows it only with CAP_SYS_PTRACE).
+  "pidfd_getfd",
+  // secret memory areas the host cannot inspect; no sandbox workload needs them.
+  "memfd_secret",
 ];
 
 const ARCHITECTURES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
