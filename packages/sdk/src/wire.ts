@@ -72,7 +72,7 @@ const Timestamp = Type.String({ description: "RFC 3339 time" });
 
 // ImageSpec and the image-management shapes live in wire-images.ts.
 export * from "./wire-images.js";
-import { ImageSpec } from "./wire-images.js";
+import { IMAGE_SCHEMAS, ImageSpec } from "./wire-images.js";
 
 // ---- apps ------------------------------------------------------------------
 
@@ -338,6 +338,7 @@ export const HEADER_STREAM_OFFSET = "x-sbx-offset";
 
 /** For callers that enumerate schemas (OpenAPI). */
 export const SCHEMAS: Record<string, TSchema> = {
+  ...IMAGE_SCHEMAS,
   ErrorBody,
   App,
   AppLookupRequest,
