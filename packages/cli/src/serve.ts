@@ -20,6 +20,8 @@ options:
   --capacity-cpu CORES         cores sandboxes may reserve in all (default: 32 per host core)
   --capacity-memory MIB        memory sandboxes may reserve in all (default: 4x the host's)
   --queue-size N               creates that may wait for capacity (default: 100)
+  --warm-pool N                sandboxes kept started per app and shape, ready
+                               to be claimed by a create (default: 0, none)
   -h, --help                   show this help
 `;
 
@@ -31,6 +33,7 @@ export interface ServeOptions {
   runtime?: "runc" | "crun";
   clientConfigPath: string;
   capacity?: { cpu?: number; memoryMiB?: number; queueLimit?: number };
+  warmPoolSize?: number;
 }
 
 function positiveNumber(p: Parameters<typeof str>[0], flag: string, integer: boolean): number | undefined {
@@ -86,6 +89,7 @@ export function parseServeArgs(args: string[]): ServeOptions | null {
     "capacity-cpu": { type: "string" },
     "capacity-memory": { type: "string" },
     "queue-size": { type: "string" },
+    "warm-pool": { type: "string" },
   });
   if (!p) return null;
   if (p.positionals.length > 0 || p.rest !== undefined) {
@@ -106,12 +110,21 @@ export function parseServeArgs(args: string[]): ServeOptions | null {
     insecureRegistries: insecure,
     ...(runtime ? { runtime } : {}),
     clientConfigPath: resolve(str(p, "client-config") ?? defaultClientConfigPath()),
+    ...optional("warmPoolSize", warmPool(p)),
     capacity: {
       ...optional("cpu", positiveNumber(p, "capacity-cpu", false)),
       ...optional("memoryMiB", positiveNumber(p, "capacity-memory", true)),
       ...optional("queueLimit", positiveNumber(p, "queue-size", true)),
     },
   };
+}
+
+function warmPool(p: Parameters<typeof str>[0]): number | undefined {
+  const raw = str(p, "warm-pool");
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 64) throw new UsageError(`--warm-pool expects 0 to 64 (got ${JSON.stringify(raw)})`, "serve");
+  return n;
 }
 
 function optional<K extends string>(key: K, value: number | undefined): { [P in K]?: number } {

@@ -33,4 +33,18 @@ export class AppService {
     const app = await this.#http.json<WireApp>({ method: "POST", path: "/v1/apps/lookup", body, signal: params.signal });
     return new App(app);
   }
+
+  /**
+   * How many sandboxes of each shape (image, resources, network mode) this
+   * app keeps started and idle, so that creates of that shape start at once;
+   * null returns to the server's default (`sbx serve --warm-pool`).
+   */
+  async setWarmPoolSize(app: App, size: number | null, opts: CallOptions = {}): Promise<void> {
+    await this.#http.json<WireApp>({
+      method: "PUT",
+      path: `/v1/apps/${encodeURIComponent(app.appId)}/warm-pool`,
+      body: { size },
+      signal: opts.signal,
+    });
+  }
 }

@@ -88,6 +88,13 @@ export const AppLookupRequest = Type.Object(
 );
 export type AppLookupRequest = Static<typeof AppLookupRequest>;
 
+/** An app's warm pool size per sandbox shape; null returns to the server's default. */
+export const WarmPoolRequest = Type.Object(
+  { size: Type.Union([Type.Integer({ minimum: 0, maximum: 64 }), Type.Null()]) },
+  { additionalProperties: false },
+);
+export type WarmPoolRequest = Static<typeof WarmPoolRequest>;
+
 // ---- sandboxes -------------------------------------------------------------
 
 export const SandboxState = Type.Union([
@@ -342,6 +349,7 @@ export const SCHEMAS: Record<string, TSchema> = {
   ErrorBody,
   App,
   AppLookupRequest,
+  WarmPoolRequest,
   ImageSpec,
   SecretRef,
   SandboxCreateRequest,

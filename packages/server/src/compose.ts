@@ -10,6 +10,7 @@ import { buildApi } from "./api/index.js";
 import type { ServerConfig } from "./config.js";
 import {
   Admission,
+  WarmPools,
   AppService,
   WorkspaceService,
   BuildService,
@@ -112,14 +113,22 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     },
     log,
   });
+  const sandboxImages = translateImageErrors(builds);
+  const pools = new WarmPools({
+    backend,
+    images: sandboxImages,
+    sizeFor: (appId) => store.findApp(appId)?.warmPoolSize ?? config.warmPoolSize ?? 0,
+    log,
+  });
   const sandboxes = new SandboxService({
     store,
     backend,
-    images: translateImageErrors(builds),
+    images: sandboxImages,
     output: new FileOutputReader(config.dataDir),
     secrets,
     volumes,
     admission: new Admission(capacityOf(config)),
+    pools,
     log,
   });
   const tokens = new TokenService(store);
@@ -137,6 +146,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     async close() {
       await api.close(); // no new requests first
       await sandboxes.close();
+      await pools.close();
       builds.close();
       images.close();
       store.close();

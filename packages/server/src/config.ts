@@ -18,6 +18,8 @@ export interface ServerConfig {
   logger?: boolean;
   /** What sandboxes may reserve in total; defaults from the host (see compose.ts). */
   capacity?: { cpu?: number; memoryMiB?: number; queueLimit?: number };
+  /** Sandboxes kept started per app and shape, ready to be claimed (0: no pools). Apps may override it. */
+  warmPoolSize?: number;
   /** Tests only (from SBX_TEST_KILL_AT_STEP in `sbx serve`): die at a create step. */
   faultInjection?: { killAtStep?: string };
 }

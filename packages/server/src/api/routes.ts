@@ -7,6 +7,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import {
   App,
   AppLookupRequest,
+  WarmPoolRequest,
 
   Exec,
   ExecRequest,
@@ -153,6 +154,15 @@ export const ROUTES: RouteDef[] = [
       const body = req.body as AppLookupRequest;
       return presentApp(s.apps.lookup(scopeOf(req), body.name, body.createIfMissing ?? false));
     },
+  },
+  {
+    method: "PUT",
+    url: "/v1/apps/:appId/warm-pool",
+    summary: "Sets how many sandboxes of each shape the app keeps started and idle (null: the server's --warm-pool).",
+    auth: true,
+    schema: { params: Type.Object({ appId: Type.String({ maxLength: 64 }) }), body: WarmPoolRequest, response: App },
+    handler: async (s, req) =>
+      presentApp(s.apps.setWarmPoolSize(scopeOf(req), (req.params as { appId: string }).appId, (req.body as WarmPoolRequest).size)),
   },
   {
     method: "POST",

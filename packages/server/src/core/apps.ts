@@ -21,6 +21,13 @@ export class AppService {
     });
   }
 
+  /** How many sandboxes of each shape the app keeps warm; null: the server's default. */
+  setWarmPoolSize(scope: Scope, appId: string, size: number | null): AppRecord {
+    this.get(scope, appId);
+    this.store.setAppWarmPoolSize(appId, size);
+    return this.get(scope, appId);
+  }
+
   get(scope: Scope, appId: string): AppRecord {
     const app = this.store.findApp(appId);
     if (!app || app.workspaceId !== scope.workspaceId) throw new NotFoundError(`app ${appId} does not exist`);

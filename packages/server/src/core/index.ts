@@ -16,6 +16,7 @@ export { WorkspaceService } from "./workspaces.js";
 export { SecretService, type SecretInfo } from "./secrets.js";
 export { VolumeService } from "./volumes.js";
 export { Admission, type Capacity, type Reservation } from "./admission.js";
+export { WarmPools, type PoolShape } from "./pools.js";
 export { TRANSITIONS, canTransition } from "./lifecycle.js";
 export {
   SbxServerError,

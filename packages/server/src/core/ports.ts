@@ -245,6 +245,8 @@ export interface TokenRecord {
 export interface AppRecord {
   appId: string;
   workspaceId: string;
+  /** Sandboxes kept warm per shape for this app; null: the server's default. */
+  warmPoolSize?: number | null;
   name: string;
   createdAt: string;
 }
@@ -266,6 +268,11 @@ export interface SandboxRecord {
   finishedAt: string | null;
   /** When the readiness probe first succeeded. */
   readyAt: string | null;
+  /**
+   * Pooled sandboxes only: the env every process gets (the agent started
+   * before the sandbox had an owner), sealed with the secrets key.
+   */
+  sealedEnv: Buffer | null;
 }
 
 export interface StoredSandboxSpec {
@@ -283,6 +290,8 @@ export interface StoredSandboxSpec {
   volumes?: { path: string; volumeId: string; readOnly: boolean; subPath?: string }[];
   cpu?: number;
   memoryReservationBytes?: number;
+  /** Claimed from a warm pool. */
+  pooled?: boolean;
 }
 
 export type ProbeSpec =
@@ -340,6 +349,7 @@ export interface Store {
   findAppByName(workspaceId: string, name: string): AppRecord | null;
   findApp(appId: string): AppRecord | null;
   insertApp(app: AppRecord): void;
+  setAppWarmPoolSize(appId: string, size: number | null): void;
 
   insertSandbox(sb: SandboxRecord): void;
   getSandbox(sandboxId: string): SandboxRecord | null;

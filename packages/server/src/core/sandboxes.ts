@@ -23,6 +23,7 @@ import type {
   ExitStatus,
   FinishReasonName,
   ImageService,
+  ImageSource,
   OutputReader,
   ProbeSpec,
   Scope,
@@ -36,6 +37,7 @@ import type { SecretService } from "./secrets.js";
 import type { VolumeService } from "./volumes.js";
 import type { Admission, Reservation } from "./admission.js";
 import { DEFAULT_PROBE_INTERVAL_MS, startProbe } from "./probes.js";
+import type { PoolShape, WarmPools } from "./pools.js";
 import { imageIdsIn, storedImageSpec, toImageSource } from "./image-source.js";
 import { checkTags, enforce, validateCreate, validateExec } from "./validate.js";
 
@@ -66,10 +68,16 @@ interface LiveSandbox {
   /** Idle tracking: processes started by exec that still run, and the last activity. */
   activeExecs: Set<string>;
   lastActivity: number;
-  /** Probe attempts waiting for their exit, by exec id. */
-  probeWaiters: Map<string, (code: number) => void>;
-  probeSeq: number;
+  /** Execs of sbx's own (probe attempts, workdir setup) waiting for their exit, by exec id. */
+  internalWaiters: Map<string, (code: number) => void>;
+  internalSeq: number;
   stopProbe: (() => void) | null;
+  /**
+   * A pooled sandbox started before it had an owner: its env and workdir are
+   * given to every process it runs instead of being the agent's own.
+   */
+  execEnv: Record<string, string>;
+  workdir: string | undefined;
 }
 
 export interface SandboxServiceDeps {
@@ -80,6 +88,7 @@ export interface SandboxServiceDeps {
   secrets: SecretService;
   volumes: VolumeService;
   admission: Admission;
+  pools: WarmPools;
   log: (msg: string) => void;
 }
 
@@ -120,9 +129,12 @@ export class SandboxService {
     };
     const timeoutMs = req.timeoutMs ?? LIMITS.defaultTimeoutMs;
     const memoryLimitMiB = req.memoryLimitMiB ?? Math.max(req.memoryMiB ?? 0, SANDBOX_DEFAULTS.memoryLimitMiB);
+    const shape = poolShape(req, memoryLimitMiB);
+    const claimed = shape ? this.deps.pools.take(shape) : null;
+    const execEnv = { ...(req.env ?? {}), ...secretEnv };
     const createdAt = Date.now();
     const record: SandboxRecord = {
-      sandboxId: newId("sb"),
+      sandboxId: claimed?.sandboxId ?? newId("sb"),
       appId: req.appId,
       name: req.name ?? null,
       state: "created",
@@ -141,7 +153,9 @@ export class SandboxService {
         ...(volumes.length > 0 ? { volumes } : {}),
         ...(req.cpu !== undefined ? { cpu: req.cpu } : {}),
         ...(req.memoryMiB !== undefined ? { memoryReservationBytes: req.memoryMiB * 1024 * 1024 } : {}),
+        ...(claimed ? { pooled: true } : {}),
       },
+      sealedEnv: claimed ? this.deps.secrets.sealEnv(execEnv) : null,
       imageId: null,
       returncode: null,
       finishReason: null,
@@ -151,19 +165,40 @@ export class SandboxService {
       finishedAt: null,
       readyAt: null,
     };
-    this.insertCreated(record);
+    try {
+      this.insertCreated(record);
+    } catch (err) {
+      if (claimed) void this.discard(claimed.handle);
+      throw err;
+    }
+    if (shape) this.deps.pools.demand(shape);
 
     try {
       await this.deps.admission.admit(record.sandboxId, reservation, signal);
     } catch (err) {
+      if (claimed) void this.discard(claimed.handle);
       await this.finish(record.sandboxId, "failed", 1, err instanceof Error ? err.message : String(err));
       throw err;
     }
     if (this.mustGet(record.sandboxId).state === "finished") {
       this.deps.admission.release(record.sandboxId);
+      if (claimed) void this.discard(claimed.handle);
       return this.mustGet(record.sandboxId);
     }
-    this.moveTo(record.sandboxId, "scheduled", "Scheduled", "admitted");
+    this.moveTo(record.sandboxId, "scheduled", "Scheduled", claimed ? "admitted (warm pool)" : "admitted");
+
+    if (claimed) {
+      store.updateSandbox(record.sandboxId, { imageId: claimed.image.imageId });
+      store.grantImage(scope.workspaceId, claimed.image.imageId);
+      this.moveTo(record.sandboxId, "started", "Started", null);
+      const live = this.attach(record.sandboxId, claimed.handle, record.deadlineAt, { execEnv, workdir: req.workdir });
+      // As at a cold start, a workdir the image lacks is created.
+      if (req.workdir && (await this.internalExec(live, "setup", ["mkdir", "-p", "--", req.workdir], 10_000).catch(() => -1)) !== 0) {
+        await this.end(record.sandboxId, "terminated");
+        throw new UnavailableError(`sandbox ${record.sandboxId}: could not create its workdir ${req.workdir}`);
+      }
+      return this.mustGet(record.sandboxId);
+    }
 
     let handle: RuntimeSandbox;
     try {
@@ -260,16 +295,23 @@ export class SandboxService {
   }
 
   /** Starts watching a running sandbox: its timeout, its end, its processes. */
-  private attach(sandboxId: string, handle: RuntimeSandbox, deadlineAt: number): void {
+  private attach(
+    sandboxId: string,
+    handle: RuntimeSandbox,
+    deadlineAt: number,
+    pooled: { execEnv: Record<string, string>; workdir: string | undefined } = { execEnv: {}, workdir: undefined },
+  ): LiveSandbox {
     const live: LiveSandbox = {
       handle,
       timers: [],
       ending: null,
       activeExecs: new Set(),
       lastActivity: Date.now(),
-      probeWaiters: new Map(),
-      probeSeq: 0,
+      internalWaiters: new Map(),
+      internalSeq: 0,
       stopProbe: null,
+      execEnv: pooled.execEnv,
+      workdir: pooled.workdir,
     };
     this.live.set(sandboxId, live);
     const rec = this.mustGet(sandboxId);
@@ -291,7 +333,7 @@ export class SandboxService {
       live.stopProbe = startProbe(
         probe,
         {
-          attempt: (argv, timeoutMs) => this.probeAttempt(sandboxId, live, argv, timeoutMs),
+          attempt: (argv, timeoutMs) => this.internalExec(live, "probe", argv, timeoutMs),
           onReady: () => this.markReady(sandboxId),
           log: (msg) => this.deps.log(`sandbox ${sandboxId}: ${msg}`),
         },
@@ -308,13 +350,14 @@ export class SandboxService {
       },
       (err: unknown) => this.finish(sandboxId, "failed", 1, err instanceof Error ? err.message : String(err)),
     ).catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: recording its end failed: ${String(err)}`));
+    return live;
   }
 
   private recordExecExit(sandboxId: string, execId: string, status: ExitStatus): void {
     const live = this.live.get(sandboxId);
-    const probeWaiter = live?.probeWaiters.get(execId);
+    const probeWaiter = live?.internalWaiters.get(execId);
     if (probeWaiter) {
-      live!.probeWaiters.delete(execId);
+      live!.internalWaiters.delete(execId);
       probeWaiter(status.code);
       return;
     }
@@ -324,14 +367,14 @@ export class SandboxService {
   }
 
   /** One probe attempt: an exec the user never sees (not stored, not activity). */
-  private probeAttempt(sandboxId: string, live: LiveSandbox, argv: string[], timeoutMs: number): Promise<number> {
-    const execId = `probe-${++live.probeSeq}`;
+  private internalExec(live: LiveSandbox, kind: "probe" | "setup", argv: string[], timeoutMs: number): Promise<number> {
+    const execId = `${kind}-${++live.internalSeq}`;
     return new Promise<number>((resolve, reject) => {
-      live.probeWaiters.set(execId, resolve);
+      live.internalWaiters.set(execId, resolve);
       live.handle
-        .exec({ execId, argv, env: {}, timeoutMs, stdoutIgnore: true, stderrIgnore: true })
+        .exec({ execId, argv, env: live.execEnv, timeoutMs, stdoutIgnore: true, stderrIgnore: true })
         .catch((err: unknown) => {
-          live.probeWaiters.delete(execId);
+          live.internalWaiters.delete(execId);
           reject(err instanceof Error ? err : new Error(String(err)));
         });
     });
@@ -349,6 +392,12 @@ export class SandboxService {
       marked = true;
     });
     if (marked) this.changes.emit(`sandbox:${sandboxId}`);
+  }
+
+  /** Gets rid of a pooled sandbox that was claimed but will not be used. */
+  private async discard(handle: RuntimeSandbox): Promise<void> {
+    await handle.kill().catch(() => undefined);
+    await handle.destroy().catch((err: unknown) => this.deps.log(`discarding ${handle.sandboxId}: ${String(err)}`));
   }
 
   /** Kills a running sandbox for `reason`; the exit watcher then records it. */
@@ -388,7 +437,7 @@ export class SandboxService {
     this.live.delete(sandboxId);
     for (const t of live?.timers ?? []) clearTimeout(t);
     live?.stopProbe?.();
-    for (const waiter of live?.probeWaiters.values() ?? []) waiter(-1);
+    for (const waiter of live?.internalWaiters.values() ?? []) waiter(-1);
     this.deps.admission.release(sandboxId);
     this.deps.admission.cancel(sandboxId);
     this.changes.emit(`sandbox:${sandboxId}`);
@@ -576,11 +625,12 @@ export class SandboxService {
     live.activeExecs.add(record.execId);
     live.lastActivity = Date.now();
     try {
+      const workdir = req.workdir ?? live.workdir;
       await live.handle.exec({
         execId: record.execId,
         argv: req.argv,
-        env: { ...(req.env ?? {}), ...secretEnv },
-        ...(req.workdir ? { workdir: req.workdir } : {}),
+        env: { ...live.execEnv, ...(req.env ?? {}), ...secretEnv },
+        ...(workdir ? { workdir } : {}),
         timeoutMs: req.timeoutMs ?? 0,
         stdoutIgnore: req.stdout === "ignore",
         stderrIgnore: req.stderr === "ignore",
@@ -760,7 +810,10 @@ export class SandboxService {
         cpu: rec.spec.cpu ?? SANDBOX_DEFAULTS.cpuRequest,
         memoryBytes: rec.spec.memoryReservationBytes ?? SANDBOX_DEFAULTS.memoryRequestMiB * 1024 * 1024,
       });
-      this.attach(rec.sandboxId, handle, rec.deadlineAt);
+      this.attach(rec.sandboxId, handle, rec.deadlineAt, {
+        execEnv: rec.sealedEnv ? this.deps.secrets.openEnv(rec.sealedEnv) : {},
+        workdir: rec.spec.pooled ? rec.spec.workdir : undefined,
+      });
       adoptedIds.push(rec.sandboxId);
       for (const e of store.listRunningExecs(rec.sandboxId)) {
         const status = await output.exitStatus(rec.sandboxId, e.execId);
@@ -796,6 +849,31 @@ export class SandboxService {
     ]);
     clearTimeout(timer);
   }
+}
+
+/**
+ * The pool a create can be served from, or null when it cannot: an entrypoint
+ * or volumes are fixed at start, and images behind credentials or built with
+ * secrets stay out of shared pools.
+ */
+function poolShape(req: SandboxCreateRequest, memoryLimitMiB: number): PoolShape | null {
+  if (req.command || Object.keys(req.volumes ?? {}).length > 0) return null;
+  const image = req.image;
+  let source: ImageSource;
+  if (image.kind === "debianSlim") source = toImageSource(image);
+  else if (image.kind === "id") source = toImageSource(image);
+  else if (image.kind === "registry" && !image.secret) source = toImageSource(image);
+  else return null;
+  return {
+    appId: req.appId,
+    source,
+    memoryLimitBytes: memoryLimitMiB * 1024 * 1024,
+    pidsLimit: SANDBOX_DEFAULTS.pidsLimit,
+    ...(req.cpu !== undefined ? { cpu: req.cpu } : {}),
+    ...(req.cpuLimit !== undefined ? { cpuLimit: req.cpuLimit } : {}),
+    ...(req.memoryMiB !== undefined ? { memoryReservationBytes: req.memoryMiB * 1024 * 1024 } : {}),
+    blockNetwork: req.blockNetwork ?? false,
+  };
 }
 
 function probeSpec(p: SandboxCreateRequest["readinessProbe"]): ProbeSpec | undefined {

@@ -37,7 +37,7 @@ export class SecretService {
       workspaceId: scope.workspaceId,
       name,
       keys: Object.keys(env).sort(),
-      sealed: this.seal(env),
+      sealed: this.sealEnv(env),
       createdAt: new Date().toISOString(),
     };
     this.store.transaction(() => {
@@ -82,7 +82,8 @@ export class SecretService {
     return env;
   }
 
-  private seal(env: Record<string, string>): Buffer {
+  /** Encrypts an env for storage (a pooled sandbox's, or a secret's). */
+  sealEnv(env: Record<string, string>): Buffer {
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv("aes-256-gcm", this.key, iv);
     const body = Buffer.concat([cipher.update(JSON.stringify(env), "utf8"), cipher.final()]);
@@ -90,16 +91,20 @@ export class SecretService {
   }
 
   private open(rec: SecretRecord): Record<string, string> {
+    return this.openEnv(rec.sealed, `secret "${rec.name}"`);
+  }
+
+  openEnv(sealed: Buffer, what = "a stored environment"): Record<string, string> {
     try {
-      const iv = rec.sealed.subarray(0, IV_BYTES);
-      const tag = rec.sealed.subarray(IV_BYTES, IV_BYTES + TAG_BYTES);
+      const iv = sealed.subarray(0, IV_BYTES);
+      const tag = sealed.subarray(IV_BYTES, IV_BYTES + TAG_BYTES);
       const decipher = createDecipheriv("aes-256-gcm", this.key, iv);
       decipher.setAuthTag(tag);
-      const plain = Buffer.concat([decipher.update(rec.sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
+      const plain = Buffer.concat([decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
       return JSON.parse(plain.toString("utf8")) as Record<string, string>;
     } catch (err) {
       // No detail: it could only be about the ciphertext or the key.
-      throw new InternalError(`secret "${rec.name}" cannot be decrypted with this server's key`, { cause: err });
+      throw new InternalError(`${what} cannot be decrypted with this server's key`, { cause: err });
     }
   }
 }

@@ -155,4 +155,12 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    description: "warm pools: a pooled sandbox's sealed env, an app's pool size",
+    sql: `
+      ALTER TABLE sandboxes ADD COLUMN sealed_env BLOB;
+      ALTER TABLE apps ADD COLUMN warm_pool_size INTEGER;
+    `,
+  },
 ];

@@ -75,6 +75,7 @@ function sandboxFromRow(r: Row): SandboxRecord {
     deadlineAt: r.deadline_at as number,
     finishedAt: (r.finished_at as string | null) ?? null,
     readyAt: (r.ready_at as string | null) ?? null,
+    sealedEnv: (r.sealed_env as Buffer | null) ?? null,
   };
 }
 
@@ -82,6 +83,7 @@ function appFromRow(r: Row): AppRecord {
   return {
     appId: r.app_id as string,
     workspaceId: r.workspace_id as string,
+    warmPoolSize: (r.warm_pool_size as number | null) ?? null,
     name: r.name as string,
     createdAt: r.created_at as string,
   };
@@ -148,9 +150,9 @@ class SqliteStore implements Store {
       insertApp: db.prepare("INSERT INTO apps (app_id, workspace_id, name, created_at) VALUES (?, ?, ?, ?)"),
       insertSandbox: db.prepare(
         `INSERT INTO sandboxes (sandbox_id, app_id, name, state, spec, image_id, returncode, finish_reason,
-           tags, created_at, deadline_at, finished_at, ready_at)
+           tags, created_at, deadline_at, finished_at, ready_at, sealed_env)
          VALUES (@sandboxId, @appId, @name, @state, @spec, @imageId, @returncode, @finishReason,
-           @tags, @createdAt, @deadlineAt, @finishedAt, @readyAt)`,
+           @tags, @createdAt, @deadlineAt, @finishedAt, @readyAt, @sealedEnv)`,
       ),
       sandboxById: db.prepare("SELECT * FROM sandboxes WHERE sandbox_id = ?"),
       activeByName: db.prepare("SELECT * FROM sandboxes WHERE app_id = ? AND name = ? AND state != 'finished'"),
@@ -215,6 +217,9 @@ class SqliteStore implements Store {
   }
   insertApp(app: AppRecord): void {
     this.stmts.insertApp.run(app.appId, app.workspaceId, app.name, app.createdAt);
+  }
+  setAppWarmPoolSize(appId: string, size: number | null): void {
+    this.db.prepare("UPDATE apps SET warm_pool_size = ? WHERE app_id = ?").run(size, appId);
   }
 
   insertSandbox(sb: SandboxRecord): void {
