@@ -15,9 +15,11 @@ import { join } from "node:path";
 import { createLocalBackend, type LocalSandbox } from "../../packages/server/src/runtime/index.js";
 import { hostVethName, netnsPath, removeHostNetwork, DEFAULT_NET } from "../../packages/server/src/net/index.js";
 import type { Backend, ExitStatus, RuntimeSpec } from "../../packages/server/src/core/ports.js";
+import { ensureBaseRootfsTar } from "../../packages/server/src/images/index.js";
 
 const AGENT_DIR = process.env.SBX_AGENT_DIR ?? join(import.meta.dirname, "../../agent/build");
-const BASE_TAR = process.env.SBX_BASE_TAR ?? "/var/tmp/sbx-dev/base.tar";
+// The Debian base rootfs the server builds its default image from (cached host-wide; built if missing).
+const BASE_TAR = process.env.SBX_BASE_TAR ?? (await ensureBaseRootfsTar());
 
 const skip =
   process.getuid?.() !== 0

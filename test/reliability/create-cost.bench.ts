@@ -9,9 +9,11 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createLocalBackend, type LocalSandbox } from "../../packages/server/src/runtime/index.js";
 import type { RuntimeSpec } from "../../packages/server/src/core/ports.js";
+import { ensureBaseRootfsTar } from "../../packages/server/src/images/index.js";
 
 const AGENT_DIR = join(import.meta.dirname, "../../agent/build");
-const BASE_TAR = process.env.SBX_BASE_TAR ?? "/var/tmp/sbx-dev/base.tar";
+// The Debian base rootfs the server builds its default image from (cached host-wide; built if missing).
+const BASE_TAR = process.env.SBX_BASE_TAR ?? (await ensureBaseRootfsTar());
 const N = Number(process.argv[2] ?? 10);
 
 const tmp = mkdtempSync("/var/tmp/sbx-bench-");

@@ -13,11 +13,13 @@ import { execFileSync, spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CREATE_STEPS, createLocalBackend, type LocalSandbox } from "../../packages/server/src/runtime/index.js";
-import { hostVethName } from "../../packages/server/src/net/index.js";
+import { leftovers, mountsUnder } from "../support/leaks.js";
 import type { RuntimeSpec } from "../../packages/server/src/core/ports.js";
+import { ensureBaseRootfsTar } from "../../packages/server/src/images/index.js";
 
 const AGENT_DIR = join(import.meta.dirname, "../../agent/build");
-const BASE_TAR = process.env.SBX_BASE_TAR ?? "/var/tmp/sbx-dev/base.tar";
+// The Debian base rootfs the server builds its default image from (cached host-wide; built if missing).
+const BASE_TAR = process.env.SBX_BASE_TAR ?? (await ensureBaseRootfsTar());
 const CHILD = join(import.meta.dirname, "create-crash-child.ts");
 
 let tmp: string;
@@ -36,46 +38,6 @@ before(() => {
 after(() => {
   if (tmp && mountsUnder(tmp).length === 0) rmSync(tmp, { recursive: true, force: true });
 });
-
-function mountsUnder(dir: string): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((mp) => mp === dir || mp.startsWith(dir + "/"));
-}
-
-/** Everything of sandbox `id` still on this host, found without the code under test. */
-function leftovers(id: string): string[] {
-  const out: string[] = [];
-  const dir = join(dataDir, "sandboxes", id);
-  out.push(...mountsUnder(dir).map((m) => `mount ${m}`));
-  for (const n of readdirSync("/sys/block").filter((x) => x.startsWith("loop"))) {
-    try {
-      const f = readFileSync(`/sys/block/${n}/loop/backing_file`, "utf8").trim();
-      if (f.startsWith(dir)) out.push(`loop ${n} on ${f}`);
-    } catch {
-      /* unbound */
-    }
-  }
-  if (existsSync(`/var/run/netns/sbx-${id}`)) out.push(`netns sbx-${id}`);
-  if (existsSync(`/sys/class/net/${hostVethName(id)}`)) out.push(`veth ${hostVethName(id)}`);
-  for (const h of readdirSync("/sys/fs/cgroup")) {
-    if (existsSync(`/sys/fs/cgroup/${h}/sbx/${id}`)) out.push(`cgroup ${h}/sbx/${id}`);
-  }
-  const listed = execFileSync("runc", ["--root", join(dataDir, "runc"), "list", "-q"], { encoding: "utf8" });
-  if (listed.split("\n").includes(id)) out.push(`runc container ${id}`);
-  if (existsSync(dir)) out.push(`dir ${dir} (${readdirSync(dir).join(" ")})`);
-  for (const claims of ["/run/sbx/slots", "/run/sbx/addrs"]) {
-    for (const n of existsSync(claims) ? readdirSync(claims) : []) {
-      try {
-        if (readFileSync(join(claims, n), "utf8").trim() === dir) out.push(`claim ${claims}/${n}`);
-      } catch {
-        /* released meanwhile */
-      }
-    }
-  }
-  return out;
-}
 
 const spec = (sandboxId: string): RuntimeSpec => ({
   sandboxId,
@@ -101,13 +63,13 @@ test("SIGKILL at each create step, then cleanupOrphans: fully rolled back; a run
       const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on("exit", (c, s) => r([c, s])));
       assert.equal(signal, "SIGKILL", `step ${step}: the child should have died at the step (exit ${code}): ${out}`);
       // Something was left behind at this step (the test would prove nothing otherwise).
-      assert.notDeepEqual(leftovers(id), [], `step ${step}: nothing to clean up?`);
+      assert.notDeepEqual(leftovers(dataDir, id), [], `step ${step}: nothing to clean up?`);
 
       // "Restart": a new backend on the same data dir, told which sandboxes run.
       const restarted = createLocalBackend({ dataDir, agentDir: AGENT_DIR, log: () => undefined });
       const cleaned = await restarted.cleanupOrphans([survivor.sandboxId]);
       assert.ok(cleaned.includes(id), `step ${step}: ${id} not cleaned (${cleaned.join(", ")})`);
-      assert.deepEqual(leftovers(id), [], `step ${step}: left behind`);
+      assert.deepEqual(leftovers(dataDir, id), [], `step ${step}: left behind`);
     }
     // The running sandbox was left alone and still serves.
     assert.ok(survivor.isAlive(), "the running sandbox survived the orphan cleanups");
@@ -117,5 +79,5 @@ test("SIGKILL at each create step, then cleanupOrphans: fully rolled back; a run
   } finally {
     await survivor.destroy();
   }
-  assert.deepEqual(leftovers(survivor.sandboxId).filter((l) => !l.startsWith("dir ")), [], "the survivor's destroy left something");
+  assert.deepEqual(leftovers(dataDir, survivor.sandboxId).filter((l) => !l.startsWith("dir ")), [], "the survivor's destroy left something");
 });

@@ -26,8 +26,10 @@ export interface TestServer {
   pid(): number | undefined;
   /** SIGKILL the server process (sandboxes keep running). */
   kill(): Promise<void>;
-  /** Start a new server process on the same data dir and port. */
-  restart(): Promise<void>;
+  /** Start a new server process on the same data dir and port (with extra env, e.g. a fault to inject). */
+  restart(extraEnv?: Record<string, string>): Promise<void>;
+  /** Resolves when the server process has exited by itself (a fault it injected). */
+  exited(): Promise<void>;
   /** Terminate every sandbox, stop the server, remove the data dir. */
   stop(): Promise<void>;
   log(): string;
@@ -36,6 +38,7 @@ export interface TestServer {
 export interface TestServerOptions {
   mirrors?: Record<string, string>;
   extraArgs?: string[];
+  env?: Record<string, string>;
 }
 
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
@@ -43,6 +46,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   let child: ChildProcess | null = null;
   let output = "";
   let port = 0;
+  let env: Record<string, string> = opts.env ?? {};
 
   const launch = async (): Promise<string> => {
     const args = [
@@ -57,7 +61,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       ...Object.entries(opts.mirrors ?? {}).flatMap(([host, url]) => ["--registry-mirror", `${host}=${url}`]),
       ...(opts.extraArgs ?? []),
     ];
-    const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     child = proc;
     proc.stdout!.setEncoding("utf8");
     proc.stderr!.setEncoding("utf8");
@@ -107,8 +111,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     async kill() {
       await waitExit(child, "SIGKILL");
     },
-    async restart() {
+    async restart(extraEnv?: Record<string, string>) {
+      env = extraEnv ?? {};
       await launch();
+    },
+    async exited() {
+      const p = child;
+      if (!p || p.exitCode !== null || p.signalCode !== null) return;
+      await new Promise((r) => p.once("exit", r));
     },
     async stop() {
       // Terminate whatever tests left running, through the API, then stop.

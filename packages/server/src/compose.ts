@@ -82,6 +82,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
   const store = openSqliteStore(join(config.dataDir, "sbx.db"));
   const images = createImageService({
     dataDir: config.dataDir,
+    ...(config.faultInjection?.killAtStep === "unpack" ? { faultInjection: { killAtStep: "unpack" } } : {}),
     mirrors: config.registryMirrors,
     insecureRegistries: config.insecureRegistries,
     ...(config.baseCacheDir ? { baseCacheDir: config.baseCacheDir } : {}),
@@ -93,7 +94,9 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     ...(config.runtime ? { runtime: config.runtime } : {}),
     serverPort: config.listen.port,
     // Crash tests only: the server SIGKILLs itself at a named create step.
-    ...(config.faultInjection?.killAtStep ? { faultInjection: { killAtStep: config.faultInjection.killAtStep } } : {}),
+    ...(config.faultInjection?.killAtStep && config.faultInjection.killAtStep !== "unpack"
+      ? { faultInjection: { killAtStep: config.faultInjection.killAtStep } }
+      : {}),
     log,
   });
   const secrets = new SecretService(store, await secretsKey(config.dataDir));

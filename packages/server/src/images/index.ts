@@ -63,13 +63,19 @@ export interface ImageServiceOptions {
   /** Bounds on each layer unpacked (uncompressed bytes, members). */
   layerLimits?: TarLimits;
   log?: (msg: string) => void;
+  /** Crash tests only: die at a named step ("unpack"). */
+  faultInjection?: { killAtStep?: string };
 }
 
 export function createImageService(opts: ImageServiceOptions): ImageCatalog & { close(): void } {
   const dataDir = path.resolve(opts.dataDir);
   const log = opts.log ?? (() => {});
   const content = new ContentStore(path.join(dataDir, "content"));
-  const unpacker = new LayerUnpacker(path.join(dataDir, "layers"), { log, ...(opts.layerLimits ? { limits: opts.layerLimits } : {}) });
+  const unpacker = new LayerUnpacker(path.join(dataDir, "layers"), {
+    log,
+    ...(opts.layerLimits ? { limits: opts.layerLimits } : {}),
+    killAtStep: opts.faultInjection?.killAtStep,
+  });
   const registry = new RegistryClient({ mirrors: opts.mirrors, insecureRegistries: opts.insecureRegistries, log });
   const closer = new AbortController();
   const store = new ImageStore({

@@ -43,6 +43,8 @@ export interface UnpackOptions {
   log?: (msg: string) => void;
   /** Per-layer bounds (uncompressed bytes, members); default DEFAULT_TAR_LIMITS. */
   limits?: TarLimits;
+  /** Crash tests only: "unpack" SIGKILLs the process with a layer half unpacked. */
+  killAtStep?: string | undefined;
 }
 
 const WH_PREFIX = Buffer.from(".wh.");
@@ -169,7 +171,18 @@ export async function convertWhiteouts(dir: string, signal?: AbortSignal): Promi
   return { whiteouts: devices.length, opaque: found.opaqueDirs.length };
 }
 
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 export class LayerUnpacker {
+  private readonly killAtStep: string | undefined;
   readonly root: string;
   private readonly log: (msg: string) => void;
   private readonly limits: TarLimits;
@@ -179,6 +192,7 @@ export class LayerUnpacker {
     this.root = root;
     this.log = opts.log ?? (() => {});
     this.limits = opts.limits ?? DEFAULT_TAR_LIMITS;
+    this.killAtStep = opts.killAtStep;
   }
 
   /** The directory a layer with this key (diff id or blob digest) unpacks to. */
@@ -202,7 +216,10 @@ export class LayerUnpacker {
     return p;
   }
 
-  /** Removes temp dirs older than maxAgeMs left by crashed unpacks. */
+  /**
+   * Removes temp dirs left by crashed unpacks: those of a process that is
+   * gone (the pid is in the name) at once, any other older than maxAgeMs.
+   */
   async sweepTemp(maxAgeMs = 24 * 3600_000): Promise<void> {
     const base = path.join(this.root, "sha256");
     let names: string[];
@@ -215,8 +232,9 @@ export class LayerUnpacker {
     for (const n of names) {
       if (!n.startsWith(".tmp-")) continue;
       try {
+        const pid = Number(/^\.tmp-[^-]+-(\d+)-/.exec(n)?.[1] ?? NaN);
         const st = await fsp.lstat(path.join(base, n));
-        if (now - st.mtimeMs > maxAgeMs) await fsp.rm(path.join(base, n), { recursive: true, force: true });
+        if (!processAlive(pid) || now - st.mtimeMs > maxAgeMs) await fsp.rm(path.join(base, n), { recursive: true, force: true });
       } catch {
         /* raced */
       }
@@ -299,6 +317,8 @@ export class LayerUnpacker {
       if (req.diffId !== undefined && checker.digest() !== req.diffId) {
         throw new DigestMismatchError(`${req.what}: layer ${req.blobDigest}: uncompressed content has digest ${checker.digest()}, but the image config says diff id ${req.diffId}`);
       }
+      // Crash tests: die with a half-unpacked layer in its temp dir.
+      if (this.killAtStep === "unpack") process.kill(process.pid, "SIGKILL");
       const wh = await convertWhiteouts(tmp, signal);
       await run("sync", ["-f", tmp]).catch(() => {});
       try {
