@@ -3,10 +3,33 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { request } from "node:http";
 import { ConflictError, InvalidError, NotFoundError, type SbxClient, type App, type Sandbox } from "sbx";
 import { startTestServer, type TestServer } from "../support/server.js";
 
 let server: TestServer;
+
+/**
+ * POSTs with node:http and takes the answer as soon as it comes: a server may
+ * answer an oversized body before reading it all and then close, and the
+ * client's remaining writes failing then is not the server's answer.
+ */
+function postEarlyAnswer(url: string, headers: Record<string, string>, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: "POST", headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on("error", reject);
+    });
+    req.on("error", (err) => {
+      if (!req.writableFinished && req.res) return; // answered already; our writes were cut off
+      reject(err);
+    });
+    req.end(body);
+  });
+}
 let client: SbxClient;
 let app: App;
 
@@ -188,9 +211,9 @@ describe("errors", () => {
     const h = { authorization: `Bearer ${server.token}`, "content-type": "application/json" };
     const bodies = ["{", "[]", '{"appId": 1}', JSON.stringify({ appId: app.appId, image: { kind: "nope" } }), "x".repeat(2_000_000)];
     for (const body of bodies) {
-      const res = await fetch(`${server.url}/v1/sandboxes`, { method: "POST", headers: h, body });
+      const res = await postEarlyAnswer(`${server.url}/v1/sandboxes`, h, body);
       assert.ok(res.status >= 400 && res.status < 500, `status ${res.status} for ${body.slice(0, 40)}`);
-      const json = (await res.json()) as { error: { code: string; message: string } };
+      const json = JSON.parse(res.text) as { error: { code: string; message: string } };
       assert.ok(json.error.message.length > 0);
     }
     const noAuth = await fetch(`${server.url}/v1/sandboxes/sb-x`);

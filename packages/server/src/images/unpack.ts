@@ -289,8 +289,11 @@ export class LayerUnpacker {
           });
           try {
             await pipeline(z.stdout, checker, tar.stdin, { signal });
-          } finally {
-            if (z.exitCode === null) z.kill("SIGKILL");
+          } catch (e) {
+            // Only on failure: after a clean end of its output zstd may not have
+            // exited yet, and killing it then would turn success into "exit null".
+            z.kill("SIGKILL");
+            throw e;
           }
         } else if (gz) await pipeline(createReadStream(req.blobPath), createGunzip(), checker, tar.stdin, { signal });
         else await pipeline(createReadStream(req.blobPath), checker, tar.stdin, { signal });
