@@ -698,7 +698,9 @@ export class SandboxService {
     // The agent buffers at most 1 MiB per process; hand it the rest as the process reads.
     while (acked < end && Date.now() < deadline) {
       if (this.deps.store.getExec(sandboxId, execId)?.returncode !== null) break;
-      await sleep(5);
+      // The agent drains its buffer into the pipe in about a millisecond when
+      // the process reads: wait no longer than that before handing more.
+      await sleep(1);
       acked = await this.stdinCall(sandboxId, execId, () =>
         live.handle.writeStdin(execId, acked, data.subarray(acked - offset)),
       );

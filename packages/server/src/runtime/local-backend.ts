@@ -30,6 +30,7 @@ import {
   sandboxPaths,
   sandboxesDir,
   scanStates,
+  reclaimLive,
   uidBaseOf,
   unmountAll,
   writeState,
@@ -395,6 +396,7 @@ class LocalBackend implements Backend {
     this.net = opts.net ?? DEFAULT_NET;
     this.log = opts.log ?? (() => undefined);
     this.disk = opts.disk === false ? null : { ...DEFAULT_DISK, ...(opts.disk ?? {}) };
+    reclaimLive(opts.dataDir);
   }
 
   /** faultInjection: dies like a SIGKILLed server would, right here. */
@@ -466,14 +468,12 @@ class LocalBackend implements Backend {
     try {
       // Slot and address: chosen and persisted without yielding.
       const owner = `${p.dir}`;
-      slot = claimSlot(this.opts.dataDir, owner, this.reservedSlots);
+      slot = claimSlot(owner, this.reservedSlots);
       this.reservedSlots.add(slot);
       const claimedSlot = slot;
       undo.push(() => releaseSlot(claimedSlot, owner));
       if (!spec.blockNetwork) {
-        const used = new Set(this.reservedAddrs);
-        for (const s of scanStates(this.opts.dataDir)) if (!s.destroyed && s.address) used.add(s.address);
-        const ip = claimAddress(owner, used, this.net);
+        const ip = claimAddress(owner, this.reservedAddrs, this.net);
         address = ip;
         this.reservedAddrs.add(ip);
         undo.push(() => releaseAddress(ip, owner));

@@ -159,15 +159,24 @@ export function scanStates(dataDir: string): SandboxState[] {
 }
 
 /**
- * The lowest slot not used by a live sandbox dir nor in `reserved`. Callers
- * must write state.json (or add to `reserved`) before yielding to the event
- * loop, so two creates cannot pick the same slot.
+ * Claims, once at start, what the sandboxes on disk hold (slot, address),
+ * so claimSlot/claimAddress never hand them out even if their claim files
+ * were lost. A claim someone already holds is left as it is.
  */
-export function pickSlot(dataDir: string, reserved: Iterable<number> = []): number {
-  const used = new Set(reserved);
-  for (const s of scanStates(dataDir)) if (!s.destroyed) used.add(s.slot);
-  for (let slot = 0; slot <= MAX_SLOT; slot++) if (!used.has(slot)) return slot;
-  throw new RootfsError("no free uid range");
+export function reclaimLive(dataDir: string): void {
+  for (const dir of [SLOT_CLAIMS_DIR, ADDR_CLAIMS_DIR]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const s of scanStates(dataDir)) {
+    if (s.destroyed) continue;
+    const owner = join(sandboxesDir(dataDir), s.sandboxId);
+    const claims = [join(SLOT_CLAIMS_DIR, String(s.slot)), ...(s.address ? [join(ADDR_CLAIMS_DIR, s.address)] : [])];
+    for (const f of claims) {
+      try {
+        writeFileSync(f, owner + "\n", { flag: "wx", mode: 0o600 });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+    }
+  }
 }
 
 /**
@@ -177,13 +186,25 @@ export function pickSlot(dataDir: string, reserved: Iterable<number> = []): numb
  */
 export const SLOT_CLAIMS_DIR = "/run/sbx/slots";
 
-/** Picks and claims a slot host-wide; `owner` is recorded in the claim file. */
-export function claimSlot(dataDir: string, owner: string, reserved: Iterable<number> = []): number {
+/**
+ * Picks and claims a slot host-wide; `owner` is recorded in the claim file.
+ * The claim files are the record of what is taken (every live sandbox holds
+ * one; the backend re-claims adopted ones at start), so this reads one
+ * directory, not every sandbox's state: create stays flat as sandboxes add up.
+ */
+export function claimSlot(owner: string, reserved: Iterable<number> = []): number {
   mkdirSync(SLOT_CLAIMS_DIR, { recursive: true, mode: 0o700 });
   const skip = new Set(reserved);
   for (let attempt = 0; attempt < 1000; attempt++) {
     for (const n of readdirSync(SLOT_CLAIMS_DIR)) if (/^\d+$/.test(n)) skip.add(Number(n));
-    const slot = pickSlot(dataDir, skip);
+    let slot = -1;
+    for (let s = 0; s <= MAX_SLOT; s++) {
+      if (!skip.has(s)) {
+        slot = s;
+        break;
+      }
+    }
+    if (slot < 0) throw new RootfsError("no free uid range");
     try {
       writeFileSync(join(SLOT_CLAIMS_DIR, String(slot)), owner + "\n", { flag: "wx", mode: 0o600 });
       return slot;
