@@ -35,7 +35,10 @@ interface Pool {
   ready: PooledSandbox[];
   filling: boolean;
   lastClaim: number;
+  refillTimer: NodeJS.Timeout | null;
 }
+
+const REFILL_DELAY_MS = 300;
 
 export interface WarmPoolOptions {
   backend: Backend;
@@ -84,11 +87,19 @@ export class WarmPools {
     const key = poolKey(shape);
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = { shape, ready: [], filling: false, lastClaim: Date.now() };
+      pool = { shape, ready: [], filling: false, lastClaim: Date.now(), refillTimer: null };
       this.pools.set(key, pool);
     }
     pool.lastClaim = Date.now();
-    void this.fill(pool);
+    // Refill a moment later: on a small host a refill (mkfs, runc) right away
+    // competes with the first commands of the sandbox just handed out.
+    if (!pool.refillTimer) {
+      pool.refillTimer = setTimeout(() => {
+        pool!.refillTimer = null;
+        void this.fill(pool!);
+      }, REFILL_DELAY_MS);
+      pool.refillTimer.unref();
+    }
   }
 
   private async fill(pool: Pool): Promise<void> {
@@ -142,6 +153,7 @@ export class WarmPools {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweeper);
+    for (const p of this.pools.values()) if (p.refillTimer) clearTimeout(p.refillTimer);
     const all = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
     this.pools.clear();
     await Promise.allSettled(all.map((p) => discard(p.handle)));

@@ -11,7 +11,8 @@ import { parseExit } from "./exit-file.js";
 import { openNoFollowSync, readFileNoFollow, sandboxPaths } from "./rootfs.js";
 
 const readAt = promisify(read);
-const CHUNK = 256 * 1024;
+/** Bigger reads mean fewer syscalls and HTTP chunks: 1 MiB about doubles a stream's rate. */
+const CHUNK = 1024 * 1024;
 /** Fallback poll when inotify misses a change (e.g. the dir did not exist yet). */
 const POLL_MS = 50;
 
