@@ -2,7 +2,6 @@
 // list with disk usage, removal and prune. Appended to ROUTES in routes.ts.
 import { Readable } from "node:stream";
 import { Type } from "@sinclair/typebox";
-import type { FastifyReply } from "fastify";
 import {
   HEADER_STREAM_OFFSET,
   ImageBuild,
@@ -19,13 +18,9 @@ import {
 } from "sbx/wire";
 import { imageIdsIn, toImageSource, type BuildJob } from "../core/index.js";
 import type { RouteDef } from "./routes.js";
+import { abortOnClose } from "./request-signal.js";
 import { scopeOf } from "./scope.js";
 
-function abortOnClose(reply: FastifyReply): AbortSignal {
-  const ac = new AbortController();
-  reply.raw.on("close", () => ac.abort());
-  return ac.signal;
-}
 
 function presentBuild(j: BuildJob): ImageBuild {
   return { buildId: j.buildId, state: j.state, imageId: j.imageId, error: j.error, createdAt: j.createdAt, finishedAt: j.finishedAt };

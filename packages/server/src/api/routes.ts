@@ -40,6 +40,7 @@ import {
 import type { AppService, SandboxService, SecretService, VolumeService, WorkspaceService } from "../core/index.js";
 import { InvalidArgumentError } from "../core/index.js";
 import { scopeOf } from "./scope.js";
+import { abortOnClose } from "./request-signal.js";
 import {
   presentApp,
   presentEvent,
@@ -108,12 +109,6 @@ function sendEvents<T>(reply: FastifyReply, events: AsyncIterable<T>, type: (e: 
   return reply.send(Readable.from(frames()));
 }
 
-/** Ends the response's generator when the client goes away. */
-function abortOnClose(reply: FastifyReply): AbortSignal {
-  const ac = new AbortController();
-  reply.raw.on("close", () => ac.abort());
-  return ac.signal;
-}
 
 function streamRoute(stream: StreamName): RouteDef {
   return {

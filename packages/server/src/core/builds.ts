@@ -50,6 +50,7 @@ import type {
   RuntimeSandbox,
   Scope,
 } from "./ports.js";
+import { raceAbort } from "../abort.js";
 
 export interface BuildServiceDeps {
   images: ImageCatalog;
@@ -707,22 +708,3 @@ export class BuildService implements ImageService {
   }
 }
 
-/** Resolves `p`, or rejects as soon as `signal` aborts (the shared work goes on). */
-function raceAbort<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}

@@ -39,6 +39,7 @@ import { formatImageRef, parseImageRef } from "./reference.js";
 import { MT, type OciImageConfig, type RegistryClient } from "./registry.js";
 import { run, type LayerUnpacker } from "./unpack.js";
 import { resolveUser } from "./user.js";
+import { raceAbort } from "../abort.js";
 
 const execFileP = promisify(execFile);
 
@@ -161,25 +162,6 @@ export function toImageConfig(oci: OciImageConfig): ImageConfig {
   return out;
 }
 
-/** Resolves `p`, or rejects as soon as `signal` aborts (the shared work goes on). */
-function raceAbort<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
 
 export class ImageStore {
   private readonly d: ImageStoreDeps;
