@@ -20,6 +20,8 @@ options:
   --capacity-cpu CORES         cores sandboxes may reserve in all (default: 32 per host core)
   --capacity-memory MIB        memory sandboxes may reserve in all (default: 4x the host's)
   --queue-size N               creates that may wait for capacity (default: 100)
+  --dns-upstream IP[:PORT]     resolver the sandboxes' DNS forwarder asks
+                               (repeatable; default: the host's resolv.conf)
   --warm-pool N                sandboxes kept started per app and shape, ready
                                to be claimed by a create (default: 0, none)
   -h, --help                   show this help
@@ -34,6 +36,7 @@ export interface ServeOptions {
   clientConfigPath: string;
   capacity?: { cpu?: number; memoryMiB?: number; queueLimit?: number };
   warmPoolSize?: number;
+  dnsUpstreams?: string[];
 }
 
 function positiveNumber(p: Parameters<typeof str>[0], flag: string, integer: boolean): number | undefined {
@@ -90,6 +93,7 @@ export function parseServeArgs(args: string[]): ServeOptions | null {
     "capacity-memory": { type: "string" },
     "queue-size": { type: "string" },
     "warm-pool": { type: "string" },
+    "dns-upstream": { type: "string", multiple: true },
   });
   if (!p) return null;
   if (p.positionals.length > 0 || p.rest !== undefined) {
@@ -111,12 +115,20 @@ export function parseServeArgs(args: string[]): ServeOptions | null {
     ...(runtime ? { runtime } : {}),
     clientConfigPath: resolve(str(p, "client-config") ?? defaultClientConfigPath()),
     ...optional("warmPoolSize", warmPool(p)),
+    ...(list(p, "dns-upstream").length > 0 ? { dnsUpstreams: dnsUpstreams(list(p, "dns-upstream")) } : {}),
     capacity: {
       ...optional("cpu", positiveNumber(p, "capacity-cpu", false)),
       ...optional("memoryMiB", positiveNumber(p, "capacity-memory", true)),
       ...optional("queueLimit", positiveNumber(p, "queue-size", true)),
     },
   };
+}
+
+function dnsUpstreams(values: string[]): string[] {
+  for (const v of values) {
+    if (!/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/.test(v)) throw new UsageError(`--dns-upstream expects IP[:PORT] (got ${JSON.stringify(v)})`, "serve");
+  }
+  return values;
 }
 
 function warmPool(p: Parameters<typeof str>[0]): number | undefined {

@@ -30,6 +30,7 @@ import { createImageService } from "./images/index.js";
 import { createLocalBackend, LocalVolumeStorage } from "./runtime/index.js";
 import { FileOutputReader } from "./runtime/index.js";
 import { openSqliteStore } from "./store/index.js";
+import { parseUpstream } from "./net/index.js";
 
 export const VERSION = "0.1.0";
 
@@ -93,6 +94,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
     agentDir: config.agentDir ?? defaultAgentDir(),
     ...(config.runtime ? { runtime: config.runtime } : {}),
     serverPort: config.listen.port,
+    ...(config.dnsUpstreams?.length ? { dnsUpstreams: config.dnsUpstreams.map(parseUpstream) } : {}),
     // Crash tests only: the server SIGKILLs itself at a named create step.
     ...(config.faultInjection?.killAtStep && config.faultInjection.killAtStep !== "unpack"
       ? { faultInjection: { killAtStep: config.faultInjection.killAtStep } }

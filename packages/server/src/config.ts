@@ -20,6 +20,8 @@ export interface ServerConfig {
   capacity?: { cpu?: number; memoryMiB?: number; queueLimit?: number };
   /** Sandboxes kept started per app and shape, ready to be claimed (0: no pools). Apps may override it. */
   warmPoolSize?: number;
+  /** Resolvers the sandboxes' DNS forwarder asks ("IP" or "IP:PORT"); default: the host's resolv.conf. */
+  dnsUpstreams?: string[];
   /** Tests only (from SBX_TEST_KILL_AT_STEP in `sbx serve`): die at a create step. */
   faultInjection?: { killAtStep?: string };
 }

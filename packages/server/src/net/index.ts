@@ -311,3 +311,5 @@ export function hostsFile(hostname: string, address?: string): string {
 export function hostnameFile(hostname: string): string {
   return `${hostname}\n`;
 }
+
+export { DnsForwarder, hostResolvers, parseUpstream, type Upstream } from "./dns.js";

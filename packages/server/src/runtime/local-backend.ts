@@ -50,6 +50,9 @@ import {
   hostVethName,
   netnsPath,
   type NetConfig,
+  DnsForwarder,
+  hostResolvers,
+  type Upstream,
 } from "../net/index.js";
 
 export interface LocalBackendOptions {
@@ -77,6 +80,8 @@ export interface LocalBackendOptions {
    * step (one of CREATE_STEPS), to prove a restarted server rolls it back.
    */
   faultInjection?: { killAtStep?: string };
+  /** Where the gateway's DNS forwarder sends queries; default: the host's resolv.conf. */
+  dnsUpstreams?: Upstream[];
 }
 
 /**
@@ -397,7 +402,10 @@ class LocalBackend implements Backend {
     this.log = opts.log ?? (() => undefined);
     this.disk = opts.disk === false ? null : { ...DEFAULT_DISK, ...(opts.disk ?? {}) };
     reclaimLive(opts.dataDir);
+    this.dns = new DnsForwarder(opts.dnsUpstreams ?? hostResolvers(), this.log);
   }
+
+  private readonly dns: DnsForwarder;
 
   /** faultInjection: dies like a SIGKILLed server would, right here. */
   private step(name: (typeof CREATE_STEPS)[number]): void {
@@ -445,7 +453,12 @@ class LocalBackend implements Backend {
 
   private ensureHostNet(): Promise<void> {
     if (!this.hostNetReady) {
-      this.hostNetReady = ensureHostNetwork(this.net).catch((e: unknown) => {
+      this.hostNetReady = ensureHostNetwork(this.net)
+        .then(() =>
+          // Names resolve through the gateway (resolv.conf inside points there).
+          this.dns.start(this.net.gateway).catch((e: unknown) => this.log(`dns forwarder not started: ${String(e)}`)),
+        )
+        .catch((e: unknown) => {
         this.hostNetReady = null;
         throw e;
       });
