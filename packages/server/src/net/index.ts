@@ -18,9 +18,9 @@
 // `eth0` (sandbox) with an address from the subnet and a default route via
 // the gateway. blockNetwork: nothing but `lo`. Two `ip -batch` spawns.
 
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { runTool } from "../run-tool.js";
 
 export interface NetConfig {
   bridge: string;
@@ -65,19 +65,7 @@ export class NetError extends Error {
 // ---------------------------------------------------------------- helpers
 
 function run(cmd: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err = (err + d).slice(-4000)));
-    child.on("error", (e) => reject(new NetError(`${cmd}: ${e.message}`)));
-    child.on("close", (code) => {
-      if (code === 0) resolve(out);
-      else reject(new NetError(`${cmd} ${args.join(" ")} failed (${code}): ${err.trim()}`, err.trim()));
-    });
-    if (input !== undefined) child.stdin!.end(input);
-  });
+  return runTool(cmd, args, input === undefined ? {} : { input }, (message, stderr) => new NetError(message, stderr));
 }
 
 export function ipToInt(ip: string): number {

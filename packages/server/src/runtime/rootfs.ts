@@ -19,7 +19,6 @@
 // `sbx-idmap` helper; teardown unmounts by path, lazily if busy, and is
 // idempotent.
 
-import { spawn } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -39,6 +38,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { ADDR_CLAIMS_DIR } from "../net/index.js";
+import { runTool as runHostTool } from "../run-tool.js";
 
 export const UID_BASE_START = 200_000;
 export const UID_RANGE = 65_536;
@@ -256,18 +256,7 @@ export function uidBaseOf(slot: number): number {
 // ---------------------------------------------------------------- process helper
 
 export function runTool(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
-    let out = "";
-    let err = "";
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err = (err + d).slice(-4000)));
-    child.on("error", (e) => reject(new RootfsError(`${cmd}: ${e.message}`)));
-    child.on("close", (code) => {
-      if (code === 0) resolve(out);
-      else reject(new RootfsError(`${cmd} ${args.join(" ")} failed (${code}): ${err.trim()}`, err.trim()));
-    });
-  });
+  return runHostTool(cmd, args, opts, (message, stderr) => new RootfsError(message, stderr));
 }
 
 // ---------------------------------------------------------------- mounts
