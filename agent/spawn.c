@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <limits.h>
 #include <grp.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -63,6 +65,43 @@ void sbx_child_exec(const struct spawn_req *s, int in_fd, int out_fd, int err_fd
 	int e = errno;
 	child_fail(err_file, status_fd, e, e == ENOENT ? 127 : 126, "sbx: cannot execute %s: %s\n",
 		   s->argv[0]);
+}
+
+struct child_args {
+	const struct spawn_req *s;
+	int in_fd, out_fd, err_fd, err_file, status_fd;
+};
+
+static int child_main(void *arg)
+{
+	const struct child_args *c = arg;
+	sbx_child_exec(c->s, c->in_fd, c->out_fd, c->err_fd, c->err_file, c->status_fd);
+}
+
+pid_t sbx_spawn(const struct spawn_req *s, int in_fd, int out_fd, int err_fd, int err_file,
+		int status_fd)
+{
+	/*
+	 * The child runs on its own stack. execvp's fallback for a script without
+	 * "#!" copies argv onto that stack, so size it by argc like posix_spawn.
+	 */
+	size_t argc = 0;
+	while (s->argv[argc])
+		argc++;
+	size_t size = (64u << 10) + (argc + 3) * sizeof(char *) + 2 * PATH_MAX;
+	size = (size + 15) & ~(size_t)15;
+	char *stack = malloc(size);
+	if (!stack)
+		return -1;
+	struct child_args c = {s, in_fd, out_fd, err_fd, err_file, status_fd};
+	/* The child sets environ for execvp's PATH search: shared memory, so restore it. */
+	char **saved_environ = environ;
+	pid_t pid = clone(child_main, stack + size, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+	int e = errno;
+	environ = saved_environ;
+	free(stack);
+	errno = e;
+	return pid;
 }
 
 /* argv/env blocks are one allocation each: pointer array then the strings. */

@@ -32,4 +32,14 @@ char **sbx_build_envp(const struct sbx_req *r);
 __attribute__((noreturn)) void sbx_child_exec(const struct spawn_req *s, int in_fd, int out_fd,
 					      int err_fd, int err_file, int status_fd);
 
+/*
+ * Start sbx_child_exec in a child that shares the agent's memory until it
+ * calls execve (CLONE_VM | CLONE_VFORK): no page tables are copied and no
+ * copy-on-write faults are taken, which is most of a fork's cost. The agent
+ * is suspended meanwhile; it resumes once the child has exec'd or exited.
+ * Returns the pid, or -1 with errno set.
+ */
+pid_t sbx_spawn(const struct spawn_req *s, int in_fd, int out_fd, int err_fd, int err_file,
+		int status_fd);
+
 #endif

@@ -186,8 +186,10 @@ function fakeApi() {
         if (!sb.ready && sb.state === "finished") return fail(res, 409, "conflict", `sandbox ${sb.sandboxId} finished before it was ready`);
         send(res, 200, sb);
       };
-      const wait = Math.min(Number(url.searchParams.get("timeoutMs") ?? 0), probe.readyAt - Date.now());
-      return wait > 0 ? void setTimeout(reply, wait) : reply();
+      // Like the server: the long poll ends when the probe passes, the wait runs out or the sandbox finishes.
+      const until = Date.now() + Math.min(Number(url.searchParams.get("timeoutMs") ?? 0), probe.readyAt - Date.now());
+      const tick = (): void => (Date.now() >= until || sb.state === "finished" ? reply() : void setTimeout(tick, 10));
+      return tick();
     }
     if (req.method === "POST" && rest === "execs") {
       if (sb.state === "finished") return fail(res, 409, "conflict", "sandbox is finished");

@@ -1,6 +1,7 @@
 // The one place the SDK talks HTTP: bearer token, JSON, timeouts, retries of
 // safe calls, and the translation of error replies into SbxError classes.
 import { ClientClosedError, SbxError, TimeoutError, errorFromWire } from "./errors.js";
+import { Transport, type StreamReply } from "./transport.js";
 
 export interface HttpConfig {
   serverUrl: string;
@@ -68,21 +69,22 @@ export function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal 
   return AbortSignal.any(present);
 }
 
-/** A connection-level failure of fetch (refused, reset, cut mid-body, DNS). */
+function errnoCode(err: unknown): string {
+  return String((err as { code?: unknown } | undefined)?.code ?? "");
+}
+
+/** A connection-level failure (refused, reset, cut mid-body, DNS). */
 export function isConnectionError(err: unknown): boolean {
-  return err instanceof TypeError || (err instanceof Error && /^(UND_ERR|E[A-Z]+)/.test(String((err as { code?: unknown }).code ?? "")));
+  return err instanceof Error && /^E[A-Z]+/.test(errnoCode(err));
 }
 
 /** The request was certainly not sent, so even a non-idempotent call may be retried. */
 function neverSent(err: unknown): boolean {
-  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
-  const code = cause?.code;
-  return code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "UND_ERR_CONNECT_TIMEOUT";
+  const code = errnoCode(err);
+  return code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN";
 }
 
 function describe(err: unknown): string {
-  const cause = (err as { cause?: unknown } | undefined)?.cause;
-  if (cause instanceof Error) return cause.message;
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -90,6 +92,7 @@ export class HttpClient {
   readonly config: HttpConfig;
   readonly #base: URL;
   readonly #closer = new AbortController();
+  readonly #transport: Transport;
 
   constructor(config: HttpConfig) {
     this.config = config;
@@ -104,6 +107,7 @@ export class HttpClient {
     }
     if (!base.pathname.endsWith("/")) base.pathname += "/";
     this.#base = base;
+    this.#transport = new Transport(base);
   }
 
   get closed(): boolean {
@@ -112,7 +116,9 @@ export class HttpClient {
 
   /** Aborts every call in flight; later calls throw ClientClosedError. */
   close(): void {
-    if (!this.closed) this.#closer.abort(new ClientClosedError());
+    if (this.closed) return;
+    this.#closer.abort(new ClientClosedError());
+    this.#transport.close();
   }
 
   url(path: string, query?: Query): URL {
@@ -130,9 +136,9 @@ export class HttpClient {
     return (await this.#send(opts, false)) as T;
   }
 
-  /** A streaming GET: returns the response once its headers arrived with a 2xx status. */
-  async stream(opts: RequestOptions): Promise<Response> {
-    return (await this.#send(opts, true)) as Response;
+  /** A streaming GET: returns the reply once its headers arrived with a 2xx status. */
+  async stream(opts: RequestOptions): Promise<StreamReply> {
+    return (await this.#send(opts, true)) as StreamReply;
   }
 
   async #send(opts: RequestOptions, streaming: boolean): Promise<unknown> {
@@ -153,41 +159,43 @@ export class HttpClient {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new ClientClosedError();
       if (opts.signal?.aborted) throw opts.signal.reason;
-      const deadline = new AbortController();
-      const timer = setTimeout(
-        () => deadline.abort(new TimeoutError(`${opts.method} ${url.pathname} got no reply within ${timeoutMs} ms`)),
+      const exchange = { method: opts.method, url, headers, body };
+      const limits = {
+        signals: [this.#closer.signal, opts.signal],
         timeoutMs,
-      );
-      const signal = anySignal(deadline.signal, this.#closer.signal, opts.signal)!;
+        timeoutError: () => new TimeoutError(`${opts.method} ${url.pathname} got no reply within ${timeoutMs} ms`),
+      };
       let retryable: SbxError;
       try {
-        const res = await fetch(url, { method: opts.method, headers, body, signal });
-        if (res.ok) {
-          if (streaming) return res;
-          const text = await res.text();
-          if (text === "") return undefined;
-          try {
-            return JSON.parse(text);
-          } catch (err) {
-            throw new SbxError(`${opts.method} ${url.pathname}: the server sent invalid JSON`, "internal", { status: res.status, cause: err });
+        let status: number;
+        let text: string;
+        let statusText: string;
+        if (streaming) {
+          const reply = await this.#transport.stream(exchange, limits);
+          if (reply.status >= 200 && reply.status < 300) return reply;
+          ({ status, statusText } = reply);
+          text = await reply.text().catch(() => "");
+        } else {
+          ({ status, statusText, text } = await this.#transport.unary(exchange, limits));
+          if (status >= 200 && status < 300) {
+            if (text === "") return undefined;
+            try {
+              return JSON.parse(text);
+            } catch (err) {
+              throw new SbxError(`${opts.method} ${url.pathname}: the server sent invalid JSON`, "internal", { status, cause: err });
+            }
           }
         }
-        const error = await errorFromResponse(res);
-        if (!(safe && RETRY_STATUS.has(res.status))) throw error;
+        const error = errorFromReply(status, statusText, text);
+        if (!(safe && RETRY_STATUS.has(status))) throw error;
         retryable = error;
       } catch (err) {
         if (err instanceof SbxError) throw err;
-        if (signal.aborted) {
-          // Which of the three signals fired decides what the caller sees.
-          if (opts.signal?.aborted) throw opts.signal.reason;
-          if (this.closed) throw new ClientClosedError();
-          throw deadline.signal.reason;
-        }
+        // An abort rejects with its reason: the caller's, the client's close, or the deadline's.
+        if (opts.signal?.aborted && err === opts.signal.reason) throw err;
         if (!isConnectionError(err)) throw err;
         retryable = new SbxError(`cannot reach the sbx server at ${this.#base.origin}: ${describe(err)}`, "unavailable", { cause: err });
         if (!(safe || neverSent(err))) throw retryable;
-      } finally {
-        clearTimeout(timer);
       }
       if (attempt >= this.config.maxRetries) throw retryable;
       await sleep(backoffMs(attempt), anySignal(this.#closer.signal, opts.signal));
@@ -196,23 +204,17 @@ export class HttpClient {
 }
 
 /** Translates an error reply (the `{ error: { code, message } }` body) into its SbxError. */
-export async function errorFromResponse(res: Response): Promise<SbxError> {
-  let text = "";
-  try {
-    text = await res.text();
-  } catch {
-    // The body is lost; the status alone decides the class.
-  }
+export function errorFromReply(status: number, statusText: string, text: string): SbxError {
   try {
     const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; details?: unknown } };
     const e = parsed.error;
     if (e && typeof e.message === "string") {
       const details = e.details && typeof e.details === "object" ? (e.details as Record<string, unknown>) : undefined;
-      return errorFromWire(typeof e.code === "string" ? e.code : undefined, e.message, res.status, details);
+      return errorFromWire(typeof e.code === "string" ? e.code : undefined, e.message, status, details);
     }
   } catch {
     // Not our error body (a proxy's page, say): fall through.
   }
   const snippet = text.trim().slice(0, 200);
-  return errorFromWire(undefined, `HTTP ${res.status} ${res.statusText}${snippet ? `: ${snippet}` : ""}`, res.status);
+  return errorFromWire(undefined, `HTTP ${status} ${statusText}${snippet ? `: ${snippet}` : ""}`, status);
 }

@@ -291,8 +291,7 @@ export class Sandbox {
         let index = 0;
         let failure: unknown;
         try {
-          if (!res.body) break;
-          for await (const msg of sseMessages(res.body as ReadableStream<Uint8Array>)) {
+          for await (const msg of sseMessages(res)) {
             if (msg.data === "") continue;
             let event: SandboxEvent;
             try {
@@ -311,7 +310,7 @@ export class Sandbox {
           if (err instanceof SbxError || sig.aborted) throw sig.aborted ? sig.reason : err;
           failure = err;
         } finally {
-          await res.body?.cancel().catch(() => {});
+          res.cancel();
         }
         // The stream ended (or dropped) before Finished: resume.
         if (drops >= MAX_STREAM_RECONNECTS) {

@@ -6,6 +6,7 @@
 import { ReadableStream, WritableStream } from "node:stream/web";
 import { ConflictError, SbxError } from "./errors.js";
 import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
+import type { StreamReply } from "./transport.js";
 import { HEADER_STREAM_OFFSET, LIMITS, type StdinAck, type StreamName } from "./wire.js";
 
 export type StreamMode = "text" | "binary";
@@ -17,7 +18,7 @@ export interface ByteSource {
 }
 
 /** Opens the stream from a byte offset; resolves once the reply headers arrived. */
-export type StreamOpener = (offset: number, signal: AbortSignal) => Promise<Response>;
+export type StreamOpener = (offset: number, signal: AbortSignal) => Promise<StreamReply>;
 
 /** Reconnects after this many consecutive drops without a byte in between, then fails. */
 export const MAX_STREAM_RECONNECTS = 8;
@@ -30,7 +31,7 @@ export const MAX_STREAM_RECONNECTS = 8;
  */
 export class ResumableByteSource implements ByteSource {
   #offset = 0;
-  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #reply: StreamReply | undefined;
   #skip = 0;
   #drops = 0;
   #done = false;
@@ -57,32 +58,29 @@ export class ResumableByteSource implements ByteSource {
     for (;;) {
       if (this.#done) return null;
       if (this.#signal.aborted) throw this.#signal.reason;
-      if (!this.#reader) {
+      if (!this.#reply) {
         const res = await this.#open(this.#offset, this.#signal);
         // The server echoes where it starts; skip anything we already have.
-        const echoed = Number(res.headers.get(HEADER_STREAM_OFFSET) ?? this.#offset);
+        const echoed = Number(res.header(HEADER_STREAM_OFFSET) ?? this.#offset);
         if (Number.isFinite(echoed) && echoed > this.#offset) {
-          await res.body?.cancel().catch(() => {});
+          res.cancel();
           throw new SbxError(`${this.#label}: the server resumed at byte ${echoed}, expected ${this.#offset}`, "internal");
         }
         this.#skip = Number.isFinite(echoed) ? this.#offset - echoed : 0;
-        if (!res.body) {
-          this.#done = true;
-          return null;
-        }
-        this.#reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+        this.#reply = res;
       }
       let chunk: Uint8Array;
       try {
-        const { done, value } = await this.#reader.read();
-        if (done) {
-          this.#reader = undefined;
+        const value = await this.#reply.read();
+        if (value === null) {
+          this.#reply = undefined;
           this.#done = true;
           return null;
         }
         chunk = value;
       } catch (err) {
-        this.#reader = undefined;
+        this.#reply?.cancel();
+        this.#reply = undefined;
         if (this.#signal.aborted) throw this.#signal.reason;
         if (this.#drops >= this.#maxReconnects) {
           throw new SbxError(
@@ -109,8 +107,8 @@ export class ResumableByteSource implements ByteSource {
   cancel(): void {
     this.#done = true;
     this.#cancel.abort(new SbxError(`${this.#label}: cancelled`, "client_closed"));
-    this.#reader?.cancel().catch(() => {});
-    this.#reader = undefined;
+    this.#reply?.cancel();
+    this.#reply = undefined;
   }
 }
 
@@ -430,18 +428,17 @@ export class SseParser {
 }
 
 /** Yields the messages of an event-stream body until it ends (an unterminated last event is dropped). */
-export async function* sseMessages(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage, void, undefined> {
-  const reader = body.getReader();
+export async function* sseMessages(body: StreamReply): AsyncGenerator<SseMessage, void, undefined> {
   const decoder = new TextDecoder("utf-8", { fatal: false });
   const parser = new SseParser();
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      const value = await body.read();
       // An event not ended by a blank line when the body ends is incomplete: dropped.
-      if (done) return;
+      if (value === null) return;
       yield* parser.push(decoder.decode(value, { stream: true }));
     }
   } finally {
-    reader.cancel().catch(() => {});
+    body.cancel();
   }
 }

@@ -12,7 +12,7 @@ import { closeSync, fstatSync, openSync, constants as fsc } from "node:fs";
 const O_PATH = 0o10000000;
 import { basename, dirname } from "node:path";
 import {
-  encodeFrame,
+  encodeFrameParts,
   FrameDecoder,
   getNumber,
   getString,
@@ -144,10 +144,13 @@ class AgentConnection {
   request(type: number, fields: Field[]): Promise<Frame> {
     if (this.closed) return Promise.reject(new AgentError("agent connection closed"));
     const req = this.nextReq++;
-    const frame = encodeFrame(type, [[Tag.REQ, req], ...fields]);
+    const parts = encodeFrameParts(type, [[Tag.REQ, req], ...fields]);
     return new Promise((resolve, reject) => {
       this.pending.set(req, { resolve, reject });
-      this.sock.write(frame);
+      // Small parts are coalesced by cork; a large DATA part goes out from the caller's buffer.
+      this.sock.cork();
+      for (const p of parts) this.sock.write(p);
+      this.sock.uncork();
     });
   }
 

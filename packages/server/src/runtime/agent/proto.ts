@@ -90,7 +90,17 @@ function fieldBytes(v: FieldValue): Buffer {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
+/** One frame as one buffer. */
 export function encodeFrame(type: number, fields: Field[]): Buffer {
+  const parts = encodeFrameParts(type, fields);
+  return Buffer.concat(parts);
+}
+
+/**
+ * One frame as the buffers to write in order, the DATA bytes among them
+ * uncopied: a 1 MiB stdin chunk is written from the caller's buffer.
+ */
+export function encodeFrameParts(type: number, fields: Field[]): Buffer[] {
   const parts: Buffer[] = [];
   let len = 1;
   for (const [tag, v] of fields) {
@@ -105,7 +115,7 @@ export function encodeFrame(type: number, fields: Field[]): Buffer {
   const head = Buffer.allocUnsafe(5);
   head.writeUInt32BE(len, 0);
   head.writeUInt8(type, 4);
-  return Buffer.concat([head, ...parts], 4 + len);
+  return [head, ...parts];
 }
 
 // ---------------------------------------------------------------- decode
