@@ -892,7 +892,7 @@ static int open_listener(int run_fd, const char *run_dir)
 	return fd;
 }
 
-static void setup(struct agent *a, const char *run_dir)
+static void setup(struct agent *a, const char *run_dir, pid_t host_parent)
 {
 	memset(a, 0, sizeof *a);
 	a->entry = -1;
@@ -913,9 +913,19 @@ static void setup(struct agent *a, const char *run_dir)
 		fatal("sigprocmask");
 	if ((a->sfd = signalfd(-1, &all, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
 		fatal("signalfd");
-	/* Outside a pid namespace, orphans of our processes must still come to us. */
-	if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+	if (host_parent > 0) {
+		/*
+		 * The server's spawner on the host: it dies with the server, and the
+		 * orphans of what it starts (runc's container init) are not its own.
+		 */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+			fatal("prctl(PR_SET_PDEATHSIG)");
+		if (getppid() != host_parent)
+			exit(EXIT_STARTUP); /* the server is already gone */
+	} else if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+		/* Outside a pid namespace, orphans of our processes must still come to us. */
 		fatal("prctl(PR_SET_CHILD_SUBREAPER)");
+	}
 
 	if (mkdir(run_dir, 0755) < 0 && errno != EEXIST)
 		fatal("mkdir run dir");
@@ -956,7 +966,7 @@ static int parse_user(const char *s, uid_t *uid, gid_t *gid)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: sbx-agent [--run-dir DIR] [--user UID:GID] [-- argv...]\n");
+	fprintf(stderr, "usage: sbx-agent [--run-dir DIR] [--user UID:GID] [--host-spawner PPID] [-- argv...]\n");
 	exit(EXIT_STARTUP);
 }
 
@@ -967,9 +977,16 @@ int main(int argc, char **argv)
 	bool set_user = false;
 	uid_t uid = 0;
 	gid_t gid = 0;
+	pid_t host_parent = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--run-dir") == 0 && i + 1 < argc) {
 			run_dir = argv[++i];
+		} else if (strcmp(argv[i], "--host-spawner") == 0 && i + 1 < argc) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (*end != '\0' || v <= 1 || v > INT_MAX)
+				usage();
+			host_parent = (pid_t)v;
 		} else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) {
 			if (parse_user(argv[++i], &uid, &gid) < 0)
 				usage();
@@ -985,7 +1002,7 @@ int main(int argc, char **argv)
 
 	static struct agent agent; /* large: keep it off the stack */
 	struct agent *a = &agent;
-	setup(a, run_dir);
+	setup(a, run_dir, host_parent);
 	a->set_user = set_user;
 	a->uid = uid;
 	a->gid = gid;

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { FastifyInstance } from "fastify";
 import { buildApi } from "./api/index.js";
 import type { ServerConfig } from "./config.js";
+import { useHostSpawner } from "./host-spawner.js";
 import {
   Admission,
   WarmPools,
@@ -80,6 +81,9 @@ function describe(source: Parameters<ImageService["resolve"]>[0]): string {
 export async function compose(config: ServerConfig): Promise<Composed> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o711 });
   const log = (msg: string) => process.stderr.write(`sbx: ${msg}\n`);
+  const agentDir = config.agentDir ?? defaultAgentDir();
+  // Host tools (runc, mount, ip, …) are started by a small helper, not by forking this process.
+  const releaseSpawner = await useHostSpawner(join(agentDir, "sbx-agent"), log);
   const store = openSqliteStore(join(config.dataDir, "sbx.db"));
   const images = createImageService({
     dataDir: config.dataDir,
@@ -91,7 +95,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
   });
   const backend = await createLocalBackend({
     dataDir: config.dataDir,
-    agentDir: config.agentDir ?? defaultAgentDir(),
+    agentDir,
     ...(config.runtime ? { runtime: config.runtime } : {}),
     serverPort: config.listen.port,
     ...(config.dnsUpstreams?.length ? { dnsUpstreams: config.dnsUpstreams.map(parseUpstream) } : {}),
@@ -155,6 +159,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
       builds.close();
       images.close();
       store.close();
+      releaseSpawner();
     },
   };
 }

@@ -154,6 +154,12 @@ class AgentConnection {
     });
   }
 
+  /** Whether this socket keeps the process alive. */
+  setRef(ref: boolean): void {
+    if (ref) this.sock.ref();
+    else this.sock.unref();
+  }
+
   destroy(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
@@ -178,6 +184,7 @@ export class AgentClient {
   private connecting: Promise<AgentConnection> | null = null;
   private exitListeners: ((id: string, st: ExitStatus) => void)[] = [];
   private closed = false;
+  private refd = true;
   features: string[] = [];
 
   constructor(
@@ -191,6 +198,12 @@ export class AgentClient {
 
   onExit(l: (id: string, st: ExitStatus) => void): void {
     this.exitListeners.push(l);
+  }
+
+  /** Whether the connection keeps the process alive (a helper's idle connection should not). */
+  setRef(ref: boolean): void {
+    this.refd = ref;
+    this.conn?.setRef(ref);
   }
 
   /**
@@ -241,6 +254,7 @@ export class AgentClient {
       const v = getNumber(ok, Tag.VERSION);
       if (v !== PROTOCOL_VERSION) throw new AgentError(`agent speaks protocol ${v}, want ${PROTOCOL_VERSION}`);
       this.features = (getString(ok, Tag.FEATURES) ?? "").split(",").filter(Boolean);
+      conn.setRef(this.refd);
     } catch (e) {
       conn.destroy();
       throw e;

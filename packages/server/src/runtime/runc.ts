@@ -4,8 +4,8 @@
 // detached (`create` + `start`) with stdio on files, so no runtime process
 // stays attached to the server and a sandbox survives the server's death.
 
-import { spawn } from "node:child_process";
-import { existsSync, openSync, closeSync, readFileSync, statfsSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync } from "node:fs";
+import { toolRunner, type ToolResult } from "../run-tool.js";
 
 export type RuntimeName = "runc" | "crun";
 
@@ -65,39 +65,18 @@ export class OciRuntime {
     return [...this.globalArgs, "--root", this.root, sub, ...args];
   }
 
-  private run(sub: string, args: string[], stdio?: { out: number; err: number }): Promise<RunResult> {
+  /** `outputFile`: the runtime's stdout and stderr (and so its container's) are appended there. */
+  private async run(sub: string, args: string[], outputFile?: string): Promise<RunResult> {
     const argv = this.argv(sub, args);
-    return new Promise((resolve, reject) => {
-      // For `create`, the container's stdio are files (inherited by the
-      // container's PID 1). We capture the runtime's own errors via --log.
-      const child = spawn(this.binary, argv, {
-        stdio: stdio ? ["ignore", stdio.out, stdio.err] : ["ignore", "pipe", "pipe"],
-        detached: false,
-      });
-      let out = "";
-      let err = "";
-      child.stdout?.setEncoding("utf8").on("data", (d: string) => {
-        if (out.length < 1 << 20) out += d;
-      });
-      child.stderr?.setEncoding("utf8").on("data", (d: string) => {
-        err = (err + d).slice(-STDERR_TAIL * 2);
-      });
-      child.on("error", (e) =>
-        reject(new RuntimeError(`${this.name} ${sub}: ${e.message}`, [this.binary, ...argv], null, "")),
-      );
-      child.on("close", (code, sig) => {
-        if (code === 0) return resolve({ stdout: out, stderr: err });
-        const tail = err.slice(-STDERR_TAIL).trim();
-        reject(
-          new RuntimeError(
-            `${this.name} ${sub} failed (${code ?? sig}): ${tail}`,
-            [this.binary, ...argv],
-            code,
-            tail,
-          ),
-        );
-      });
-    });
+    let r: ToolResult;
+    try {
+      r = await toolRunner().run(this.binary, argv, outputFile ? { outputFile } : {});
+    } catch (e) {
+      throw new RuntimeError(`${this.name} ${sub}: ${(e as Error).message}`, [this.binary, ...argv], null, "");
+    }
+    if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr };
+    const tail = r.stderr.slice(-STDERR_TAIL).trim();
+    throw new RuntimeError(`${this.name} ${sub} failed (${r.code ?? r.signal}): ${tail}`, [this.binary, ...argv], r.code, tail);
   }
 
   /**
@@ -106,27 +85,18 @@ export class OciRuntime {
    * are folded into the error on failure.
    */
   async create(id: string, opts: { bundle: string; pidFile: string; consoleLog: string; runtimeLog: string }): Promise<void> {
-    const fd = openSync(opts.consoleLog, "a", 0o600);
-    try {
-      await this.run(
-        "create",
-        ["--bundle", opts.bundle, "--pid-file", opts.pidFile, id],
-        { out: fd, err: fd },
-      ).catch((e: unknown) => {
-        if (e instanceof RuntimeError) {
-          let tail = "";
-          try {
-            tail = readFileSync(opts.consoleLog, "utf8").slice(-STDERR_TAIL).trim();
-          } catch {
-            /* none */
-          }
-          throw new RuntimeError(`${this.name} create failed (${e.exitStatus}): ${tail}`, e.argv, e.exitStatus, tail);
+    await this.run("create", ["--bundle", opts.bundle, "--pid-file", opts.pidFile, id], opts.consoleLog).catch((e: unknown) => {
+      if (e instanceof RuntimeError) {
+        let tail = "";
+        try {
+          tail = readFileSync(opts.consoleLog, "utf8").slice(-STDERR_TAIL).trim();
+        } catch {
+          /* none */
         }
-        throw e;
-      });
-    } finally {
-      closeSync(fd);
-    }
+        throw new RuntimeError(`${this.name} create failed (${e.exitStatus}): ${tail}`, e.argv, e.exitStatus, tail);
+      }
+      throw e;
+    });
   }
 
   async start(id: string): Promise<void> {
