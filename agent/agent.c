@@ -278,22 +278,38 @@ static void stdin_close(struct agent *a, struct proc *p)
 	stdin_drop_buffer(a, p);
 }
 
+/*
+ * Write what the pipe takes now; returns how many bytes went in. A reader
+ * that is gone (EPIPE) marks stdin dead and closes it, dropping the buffer.
+ */
+static size_t stdin_write(struct agent *a, struct proc *p, const uint8_t *d, size_t n)
+{
+	size_t done = 0;
+	while (p->stdin_fd >= 0 && done < n) {
+		ssize_t w = write(p->stdin_fd, d + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			break;
+		if (w <= 0) {
+			p->stdin_dead = true;
+			stdin_close(a, p);
+			break;
+		}
+		done += (size_t)w;
+	}
+	return done;
+}
+
 /* Move pending stdin into the pipe; close it when drained and EOF was asked for. */
 static void stdin_flush(struct agent *a, struct proc *p)
 {
-	while (p->stdin_fd >= 0 && p->ilen > p->ipos) {
-		ssize_t n = write(p->stdin_fd, p->ibuf + p->ipos, p->ilen - p->ipos);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			break;
-		if (n <= 0) { /* EPIPE: nobody reads stdin any more */
-			p->stdin_dead = true;
-			stdin_close(a, p);
-			return;
-		}
-		p->ipos += (size_t)n;
-		a->stdin_total -= (size_t)n;
+	if (p->ilen > p->ipos) {
+		size_t n = stdin_write(a, p, p->ibuf + p->ipos, p->ilen - p->ipos);
+		if (p->stdin_fd < 0)
+			return; /* closed: stdin_close dropped the buffer */
+		p->ipos += n;
+		a->stdin_total -= n;
 	}
 	if (p->ilen == p->ipos) {
 		free(p->ibuf);
@@ -307,26 +323,11 @@ static void stdin_flush(struct agent *a, struct proc *p)
 
 /*
  * With nothing pending, write what the pipe takes now straight from the
- * frame (no copy into the buffer); returns how many bytes went in. A reader
- * that is gone marks stdin dead, as in stdin_flush.
+ * frame (no copy into the buffer).
  */
 static size_t stdin_write_direct(struct agent *a, struct proc *p, const uint8_t *d, size_t n)
 {
-	size_t done = 0;
-	while (p->stdin_fd >= 0 && p->ilen == p->ipos && done < n) {
-		ssize_t w = write(p->stdin_fd, d + done, n - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN)
-			break;
-		if (w <= 0) { /* EPIPE: nobody reads stdin any more */
-			p->stdin_dead = true;
-			stdin_close(a, p);
-			break;
-		}
-		done += (size_t)w;
-	}
-	return done;
+	return p->ilen == p->ipos ? stdin_write(a, p, d, n) : 0;
 }
 
 /* Append up to n bytes to the pending buffer; returns how many were taken. */

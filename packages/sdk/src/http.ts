@@ -118,7 +118,7 @@ export class HttpClient {
   close(): void {
     if (this.closed) return;
     this.#closer.abort(new ClientClosedError());
-    this.#transport.close();
+    this.#transport.close(this.#closer.signal.reason);
   }
 
   url(path: string, query?: Query): URL {
@@ -161,7 +161,7 @@ export class HttpClient {
       if (opts.signal?.aborted) throw opts.signal.reason;
       const exchange = { method: opts.method, url, headers, body };
       const limits = {
-        signals: [this.#closer.signal, opts.signal],
+        signals: [opts.signal],
         timeoutMs,
         timeoutError: () => new TimeoutError(`${opts.method} ${url.pathname} got no reply within ${timeoutMs} ms`),
       };

@@ -1,4 +1,5 @@
 // Sandbox: a handle on one sandbox on the server.
+import { setMaxListeners } from "node:events";
 import { ClientClosedError, ConflictError, InvalidError, SandboxTimeoutError, SbxError, TimeoutError } from "./errors.js";
 import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
 import { ContainerProcess, checkOpen, type CallOptions, type SandboxContext } from "./process.js";
@@ -107,6 +108,8 @@ export class Sandbox {
     this.tags = { ...wire.tags };
     this.hasReadinessProbe = wire.hasReadinessProbe ?? false;
     this.ready = wire.ready ?? false;
+    // Every call on this sandbox listens to it (streams, long polls): no leak warning at 11.
+    setMaxListeners(0, this.#detach.signal);
     this.#ctx = { http, sandboxId: wire.sandboxId, detached: this.#detach.signal };
     this.#entry = new ContainerProcess<string>(this.#ctx, "entry", {
       mode: "text",

@@ -116,6 +116,8 @@ export interface UnaryReply {
 export class Transport {
   readonly #agent: http.Agent;
   readonly #request: typeof http.request;
+  /** The abort of every exchange in flight, for close(): one listener per client, not per call. */
+  readonly #active = new Set<(reason: unknown) => void>();
 
   constructor(base: URL) {
     const secure = base.protocol === "https:";
@@ -165,7 +167,9 @@ export class Transport {
         s.addEventListener("abort", l, { once: true });
         return [s, l] as const;
       });
+      this.#active.add(abort);
       const detach = () => {
+        this.#active.delete(abort);
         for (const [s, l] of listeners) s.removeEventListener("abort", l);
       };
       const timer = setTimeout(() => abort(limits.timeoutError()), limits.timeoutMs);
@@ -190,8 +194,9 @@ export class Transport {
     });
   }
 
-  /** Closes every pooled connection; requests in flight are aborted by their callers. */
-  close(): void {
+  /** Aborts every exchange in flight with `reason` and closes the pooled connections. */
+  close(reason: unknown): void {
+    for (const abort of [...this.#active]) abort(reason);
     this.#agent.destroy();
   }
 }

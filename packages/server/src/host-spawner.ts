@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { AgentClient } from "./runtime/agent-client.js";
+import { STDIN_BUFFER_MAX } from "./runtime/agent/proto.js";
 import type { ExitStatus } from "./core/ports.js";
 import { directRunner, setToolRunner, STDERR_TAIL, STDOUT_CAP, toolRunner, type ToolResult, type ToolRun, type ToolRunner } from "./run-tool.js";
 
@@ -108,7 +109,7 @@ export class HostSpawner implements ToolRunner {
   private async feed(id: string, data: Buffer): Promise<void> {
     let acked = 0;
     for (let tries = 0; acked < data.length; tries++) {
-      const n = await this.agent.stdin(id, acked, data.subarray(acked));
+      const n = await this.agent.stdin(id, acked, data.subarray(acked, acked + STDIN_BUFFER_MAX));
       if (n === acked) await new Promise((r) => setTimeout(r, Math.min(50, 1 + tries)));
       acked = n;
     }
