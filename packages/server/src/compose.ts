@@ -83,7 +83,8 @@ export async function compose(config: ServerConfig): Promise<Composed> {
   const log = (msg: string) => process.stderr.write(`sbx: ${msg}\n`);
   const agentDir = config.agentDir ?? defaultAgentDir();
   // Host tools (runc, mount, ip, …) are started by a small helper, not by forking this process.
-  const releaseSpawner = await useHostSpawner(join(agentDir, "sbx-agent"), log);
+  // SBX_HOST_SPAWNER=0: fork the server for each tool instead (for comparison and as an escape hatch).
+  const releaseSpawner = process.env.SBX_HOST_SPAWNER === "0" ? () => undefined : await useHostSpawner(join(agentDir, "sbx-agent"), log);
   const store = openSqliteStore(join(config.dataDir, "sbx.db"));
   const images = createImageService({
     dataDir: config.dataDir,

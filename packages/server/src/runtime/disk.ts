@@ -204,9 +204,17 @@ function loopsBackedBy(image: string): string[] {
   return out;
 }
 
-/** Unmounts the disk if mounted, detaches any loop device still on it, removes the image. Idempotent. */
-export async function removeDisk(p: SandboxPaths): Promise<void> {
+/**
+ * Unmounts the disk if mounted, detaches any loop device still on it, removes
+ * the image. Idempotent. With `shutdownBin` (sbx-fs-shutdown) the filesystem
+ * is shut down first, so its dirty pages are dropped rather than written
+ * back into an image about to be deleted: a sandbox killed while writing
+ * fast otherwise holds up its own cleanup for seconds. Copy out what must be
+ * kept (retainOutputs) before.
+ */
+export async function removeDisk(p: SandboxPaths, opts: { shutdownBin?: string } = {}): Promise<void> {
   if (isMountPoint(p.disk)) {
+    if (opts.shutdownBin && existsSync(opts.shutdownBin)) await runTool(opts.shutdownBin, [p.disk]).catch(() => undefined);
     await runTool("umount", [p.disk]).catch(() => runTool("umount", ["-l", p.disk]));
   }
   for (const dev of loopsBackedBy(p.diskImage)) await runTool("losetup", ["-d", dev]).catch(() => undefined);

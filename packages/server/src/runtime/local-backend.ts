@@ -2,11 +2,13 @@
 // as its PID 1, rootfs = overlay over idmapped image layers, its own user,
 // pid, mount, ipc, uts, cgroup and network namespaces.
 //
-// create: state.json (slot → uid base, address) → idmapped lowers → overlay →
-// /etc files + bundle → runtime create (makes the namespaces; the netns is
-// owned by the sandbox's userns so sysfs can be mounted) → netns named and
-// wired from the host → runtime start → agent HELLO. Any failure undoes the
-// steps done, in reverse order.
+// create: state.json (slot → uid base, address) → idmapped lowers (while the
+// disk is made) → overlay → /etc files + bundle → runtime create (makes the
+// namespaces; the netns is owned by the sandbox's userns so sysfs can be
+// mounted) → netns named and wired from the host → runtime start → agent
+// HELLO. A sandbox without an entrypoint is created and started by one
+// `runtime run --detach`, and its network is wired while the agent answers.
+// Any failure undoes the steps done, in reverse order.
 
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, chmodSync, writeFileSync, rmdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -587,36 +589,48 @@ class LocalBackend implements Backend {
       timings.bundleMs = performance.now() - tb;
       this.step("bundle");
 
+      // Without an entrypoint the agent runs nothing before the first EXEC,
+      // and create does not return before the network is wired: so start it
+      // at once (one runtime process, not two) and wire the network while it
+      // says HELLO. An entrypoint runs at start, so it gets its network first.
+      const startEarly = !spec.command;
       const tc = performance.now();
-      await this.rt.create(id, { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog, runtimeLog: p.consoleLog });
+      const bundleOpts = { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog, runtimeLog: p.consoleLog };
+      await (startEarly ? this.rt.run(id, bundleOpts) : this.rt.create(id, bundleOpts));
       undo.push(async () => {
         await this.rt.delete(id, true);
-        this.removeCgroups(id);
+        await this.removeCgroups(id);
       });
       timings.runtimeCreateMs = performance.now() - tc;
       tightenDeviceCgroup(id);
       this.step("runtime-create");
       const pid = Number(readFileSync(p.pidFile, "utf8").trim());
       const startTime = procStartTime(pid);
+      const alive = () => procStartTime(pid) === startTime;
+      const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
+      undo.push(() => agent.close());
+      // With startEarly the hello overlaps the network wiring; its figure counts from the start.
+      let th = performance.now();
+      const hello = () => agent.start({ timeoutMs: this.opts.agentStartTimeoutMs ?? 10_000, ...(signal ? { signal } : {}), alive });
 
       const tn = performance.now();
       undo.push(() => teardownSandboxNetwork(id));
-      await setupSandboxNetwork({ sandboxId: id, pid, blockNetwork: spec.blockNetwork, ...(address ? { address } : {}) }, this.net);
+      const network = setupSandboxNetwork({ sandboxId: id, pid, blockNetwork: spec.blockNetwork, ...(address ? { address } : {}) }, this.net);
+      const greeted = startEarly ? hello() : null;
+      greeted?.catch(() => undefined); // awaited below, after the network
+      await network;
       timings.netnsMs = performance.now() - tn;
       this.step("network");
       signal?.throwIfAborted();
 
       const ts = performance.now();
-      await this.rt.start(id);
+      if (!startEarly) await this.rt.start(id);
       timings.runtimeStartMs = performance.now() - ts;
       this.step("runtime-start");
 
-      const th = performance.now();
-      const alive = () => procStartTime(pid) === startTime;
-      const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
-      undo.push(() => agent.close());
+      if (!greeted) th = performance.now();
       try {
-        await agent.start({ timeoutMs: this.opts.agentStartTimeoutMs ?? 10_000, ...(signal ? { signal } : {}), alive });
+        await (greeted ?? hello());
       } catch (err) {
         // An entrypoint may finish before the agent's first answer (`true`):
         // that is a sandbox that started and exited, not a failed start.
@@ -695,12 +709,21 @@ class LocalBackend implements Backend {
     return sb;
   }
 
-  private removeCgroups(id: string): void {
+  /**
+   * A cgroup stays busy until its last process is gone, and a killed fork
+   * bomb's thousand processes take a moment to go on a loaded host: retry a
+   * busy one for up to 5 s rather than leave it behind.
+   */
+  private async removeCgroups(id: string): Promise<void> {
     for (const d of cgroupDirs(id)) {
-      try {
-        rmdirSync(d);
-      } catch {
-        /* absent or busy */
+      for (let tries = 0; ; tries++) {
+        try {
+          rmdirSync(d);
+          break;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EBUSY" || tries >= 250) break; // absent, or still busy after 5 s
+          await new Promise((r) => setTimeout(r, 20));
+        }
       }
     }
   }
@@ -720,7 +743,9 @@ class LocalBackend implements Backend {
     await retainOutputs(p, this.disk?.retainBytes ?? DEFAULT_DISK.retainBytes, this.log).catch((e: unknown) =>
       this.log(`keeping the outputs of ${sandboxId}: ${(e as Error).message}`),
     );
-    await removeDisk(p).catch((e: unknown) => this.log(`removing the disk of ${sandboxId}: ${(e as Error).message}`));
+    await removeDisk(p, { shutdownBin: join(this.opts.agentDir, "sbx-fs-shutdown") }).catch((e: unknown) =>
+      this.log(`removing the disk of ${sandboxId}: ${(e as Error).message}`),
+    );
     await unmountAll(p.dir);
     if (mountsUnder(p.dir).length === 0) {
       // upper/ and work/ at the top: sandboxes made before writable disks.
@@ -767,7 +792,7 @@ class LocalBackend implements Backend {
       if (!existsSync(p.dir)) {
         // Known to the runtime only: its dir went first.
         await this.rt.delete(id, true).catch((e: unknown) => this.log(`orphan ${id}: delete: ${(e as Error).message}`));
-        this.removeCgroups(id);
+        await this.removeCgroups(id);
         await teardownSandboxNetwork(id).catch((e: unknown) => this.log(`orphan ${id}: network: ${(e as Error).message}`));
         cleaned.push(id);
         continue;

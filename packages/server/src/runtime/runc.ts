@@ -66,7 +66,7 @@ export class OciRuntime {
   }
 
   /** `outputFile`: the runtime's stdout and stderr (and so its container's) are appended there. */
-  private async run(sub: string, args: string[], outputFile?: string): Promise<RunResult> {
+  private async invoke(sub: string, args: string[], outputFile?: string): Promise<RunResult> {
     const argv = this.argv(sub, args);
     let r: ToolResult;
     try {
@@ -85,7 +85,20 @@ export class OciRuntime {
    * are folded into the error on failure.
    */
   async create(id: string, opts: { bundle: string; pidFile: string; consoleLog: string; runtimeLog: string }): Promise<void> {
-    await this.run("create", ["--bundle", opts.bundle, "--pid-file", opts.pidFile, id], opts.consoleLog).catch((e: unknown) => {
+    await this.createWith("create", [], id, opts);
+  }
+
+  /**
+   * `run --detach`: create and start in one runtime process (one fewer
+   * process start than create + start, ~25 ms here), for a container whose
+   * PID 1 waits for instructions before running anything.
+   */
+  async run(id: string, opts: { bundle: string; pidFile: string; consoleLog: string; runtimeLog: string }): Promise<void> {
+    await this.createWith("run", ["--detach"], id, opts);
+  }
+
+  private async createWith(sub: "create" | "run", flags: string[], id: string, opts: { bundle: string; pidFile: string; consoleLog: string }): Promise<void> {
+    await this.invoke(sub, [...flags, "--bundle", opts.bundle, "--pid-file", opts.pidFile, id], opts.consoleLog).catch((e: unknown) => {
       if (e instanceof RuntimeError) {
         let tail = "";
         try {
@@ -93,20 +106,20 @@ export class OciRuntime {
         } catch {
           /* none */
         }
-        throw new RuntimeError(`${this.name} create failed (${e.exitStatus}): ${tail}`, e.argv, e.exitStatus, tail);
+        throw new RuntimeError(`${this.name} ${sub} failed (${e.exitStatus}): ${tail}`, e.argv, e.exitStatus, tail);
       }
       throw e;
     });
   }
 
   async start(id: string): Promise<void> {
-    await this.run("start", [id]);
+    await this.invoke("start", [id]);
   }
 
   /** null when the runtime does not know the container. */
   async state(id: string): Promise<ContainerState | null> {
     try {
-      const { stdout } = await this.run("state", [id]);
+      const { stdout } = await this.invoke("state", [id]);
       const s = JSON.parse(stdout) as Partial<ContainerState>;
       if (typeof s.id !== "string" || typeof s.status !== "string") return null;
       return { id: s.id, pid: typeof s.pid === "number" ? s.pid : 0, status: s.status, bundle: String(s.bundle ?? "") };
@@ -118,12 +131,12 @@ export class OciRuntime {
 
   async kill(id: string, signal: string | number = "KILL", all = true): Promise<void> {
     const args = all ? ["--all", id, String(signal)] : [id, String(signal)];
-    await this.run("kill", args);
+    await this.invoke("kill", args);
   }
 
   async delete(id: string, force = true): Promise<void> {
     try {
-      await this.run("delete", force ? ["--force", id] : [id]);
+      await this.invoke("delete", force ? ["--force", id] : [id]);
     } catch (e) {
       if (e instanceof RuntimeError && /does not exist|not exist|No such file/i.test(e.stderrTail)) return;
       throw e;
@@ -131,7 +144,7 @@ export class OciRuntime {
   }
 
   async list(): Promise<ContainerState[]> {
-    const { stdout } = await this.run("list", ["--format", "json"]);
+    const { stdout } = await this.invoke("list", ["--format", "json"]);
     const v = JSON.parse(stdout || "null") as ContainerState[] | null;
     return Array.isArray(v) ? v : [];
   }
