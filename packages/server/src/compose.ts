@@ -157,6 +157,7 @@ export async function compose(config: ServerConfig): Promise<Composed> {
       await api.close(); // no new requests first
       await sandboxes.close();
       await pools.close();
+      await backend.close?.();
       builds.close();
       images.close();
       store.close();

@@ -212,6 +212,8 @@ export interface Backend {
    * (left by a server that died mid-create); returns their ids.
    */
   cleanupOrphans?(knownRunning: Iterable<string>): Promise<string[]>;
+  /** Stops background work (spare resources being prepared); sandboxes keep running. */
+  close?(): Promise<void>;
 }
 
 // ---- persistence -------------------------------------------------------------

@@ -7,8 +7,9 @@
 // root's, credentials, which ext4 quotas exempt; this kernel has no XFS
 // quota support).
 //
-//   create   truncate disk.img to `bytes` (sparse) → mkfs.ext4 (no journal,
-//            lazy inode tables) → mount -o loop,nodev,nosuid at disk/
+//   create   a spare image from the disk pool (disk-pool.ts), else truncate
+//            disk.img to `bytes` (sparse) → mkfs.ext4 (no journal, lazy
+//            inode tables); then mount -o loop,nodev,nosuid at disk/
 //   destroy  retainOutputs: copy run/procs/*/{stdout,stderr,exit} out of
 //            the image into a plain run/ (at most `retainBytes` in all) →
 //            unmount (autoclear frees the loop device) → rm disk.img
@@ -36,6 +37,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { EXEC_ID_RE } from "./agent/proto.js";
+import { formatImage, type DiskPool } from "./disk-pool.js";
 import { mountsUnder, openNoFollowSync, runTool, type SandboxPaths } from "./rootfs.js";
 
 export interface DiskOptions {
@@ -70,7 +72,7 @@ function isMountPoint(path: string): boolean {
  * a sandbox may fill its disk, never the host's. On failure leaves nothing
  * mounted (the caller removes the image with removeDisk).
  */
-export async function makeDisk(p: SandboxPaths, opts: DiskOptions): Promise<{ mkfsMs: number; mountMs: number }> {
+export async function makeDisk(p: SandboxPaths, opts: DiskOptions, pool?: DiskPool | null): Promise<{ mkfsMs: number; mountMs: number }> {
   const st = statfsSync(join(p.dir, ".."));
   const free = st.bavail * st.bsize;
   if (free < opts.bytes + opts.hostReserveBytes) {
@@ -81,16 +83,10 @@ export async function makeDisk(p: SandboxPaths, opts: DiskOptions): Promise<{ mk
   }
   const t0 = performance.now();
   mkdirSync(p.disk, { recursive: true, mode: 0o711 });
-  // Sparse: blocks are allocated as the sandbox writes.
-  const fd = openSync(p.diskImage, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-  try {
-    ftruncateSync(fd, opts.bytes);
-  } finally {
-    closeSync(fd);
-  }
-  // No journal (like the overlay's "volatile": a sandbox does not survive a
-  // host crash); no root-reserved blocks; inode tables initialised lazily.
-  await runTool("mkfs.ext4", ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", p.diskImage]);
+  // A spare formatted by the pool, else one made now. No journal (like the
+  // overlay's "volatile": a sandbox does not survive a host crash); no
+  // root-reserved blocks; inode tables initialised lazily.
+  if (!pool?.takeInto(p.diskImage)) await formatImage(p.diskImage, opts.bytes);
   const t1 = performance.now();
   await runTool("mount", ["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", p.diskImage, p.disk]);
   return { mkfsMs: t1 - t0, mountMs: performance.now() - t1 };

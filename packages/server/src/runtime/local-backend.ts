@@ -16,6 +16,7 @@ import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, Str
 import { AgentClient } from "./agent-client.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
+import { DiskPool } from "./disk-pool.js";
 import { DEFAULT_DISK, diskLeftovers, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
@@ -84,6 +85,8 @@ export interface LocalBackendOptions {
   faultInjection?: { killAtStep?: string };
   /** Where the gateway's DNS forwarder sends queries; default: the host's resolv.conf. */
   dnsUpstreams?: Upstream[];
+  /** Formatted spare disks kept ready (disk-pool.ts); default 2, 0 for none. */
+  diskPoolSize?: number;
 }
 
 /**
@@ -391,6 +394,7 @@ class LocalBackend implements Backend {
   private readonly cgroupsDisabled: boolean;
   private readonly maskedExtra = hostMaskedPaths();
   private readonly disk: DiskOptions | null;
+  private readonly diskPool: DiskPool | null;
   readonly log: (m: string) => void;
 
   constructor(private readonly opts: LocalBackendOptions) {
@@ -403,11 +407,17 @@ class LocalBackend implements Backend {
     this.net = opts.net ?? DEFAULT_NET;
     this.log = opts.log ?? (() => undefined);
     this.disk = opts.disk === false ? null : { ...DEFAULT_DISK, ...(opts.disk ?? {}) };
+    const spares = opts.diskPoolSize ?? 2;
+    this.diskPool = this.disk && spares > 0 ? new DiskPool(join(opts.dataDir, "disk-pool"), this.disk.bytes, spares, this.log) : null;
     reclaimLive(opts.dataDir);
     this.dns = new DnsForwarder(opts.dnsUpstreams ?? hostResolvers(), this.log);
   }
 
   private readonly dns: DnsForwarder;
+
+  async close(): Promise<void> {
+    await this.diskPool?.close();
+  }
 
   /** faultInjection: dies like a SIGKILLed server would, right here. */
   private step(name: (typeof CREATE_STEPS)[number]): void {
@@ -519,7 +529,7 @@ class LocalBackend implements Backend {
       undo.push(() => removeDisk(p));
       const td = performance.now();
       const disk = this.disk
-        ? makeDisk(p, this.disk).then(() => {
+        ? makeDisk(p, this.disk, this.diskPool).then(() => {
             timings.diskMs = performance.now() - td;
             this.step("disk");
           })
