@@ -99,7 +99,8 @@ export class SandboxService {
   private readonly live = new Map<string, LiveSandbox>();
   private readonly changes = new EventEmitter();
   /** Teardowns in flight: close() waits for them, so no mount outlives the server by accident. */
-  private readonly cleanups = new Set<Promise<unknown>>();
+  /** Host cleanups in progress, by sandbox: a second finish() waits for the first one's. */
+  private readonly cleanups = new Map<string, Promise<unknown>>();
   private closed = false;
 
   constructor(private readonly deps: SandboxServiceDeps) {
@@ -414,7 +415,7 @@ export class SandboxService {
     await this.finish(sandboxId, live.ending.reason, live.ending.code);
   }
 
-  /** Records the end of a sandbox once; later calls are no-ops. */
+  /** Records the end of a sandbox once and cleans up after it; later calls wait for that cleanup. */
   private async finish(sandboxId: string, reason: FinishReasonName, code: number, detail?: string): Promise<void> {
     const { store, output } = this.deps;
     const running = store.listRunningExecs(sandboxId);
@@ -432,7 +433,13 @@ export class SandboxService {
       });
       finished = true;
     });
-    if (!finished) return;
+    if (!finished) {
+      // Finished by another path (its exit watcher, say, while terminate
+      // was killing it): return only once that path's cleanup is done, so
+      // a caller that sees "finished" finds the host cleaned up.
+      await this.cleanups.get(sandboxId);
+      return;
+    }
     const live = this.live.get(sandboxId);
     this.live.delete(sandboxId);
     for (const t of live?.timers ?? []) clearTimeout(t);
@@ -445,9 +452,9 @@ export class SandboxService {
     const cleanup = (live ? live.handle.destroy() : this.deps.backend.cleanup(sandboxId)).catch((err: unknown) =>
       this.deps.log(`sandbox ${sandboxId}: cleanup failed: ${String(err)}`),
     );
-    this.cleanups.add(cleanup);
+    this.cleanups.set(sandboxId, cleanup);
     await cleanup;
-    this.cleanups.delete(cleanup);
+    this.cleanups.delete(sandboxId);
     await this.deps.volumes
       .releaseSandbox(sandboxId)
       .catch((err: unknown) => this.deps.log(`sandbox ${sandboxId}: releasing its volumes failed: ${String(err)}`));
@@ -846,7 +853,7 @@ export class SandboxService {
     this.live.clear();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.allSettled([...this.cleanups]),
+      Promise.allSettled([...this.cleanups.values()]),
       new Promise((r) => (timer = setTimeout(r, 30_000))),
     ]);
     clearTimeout(timer);
