@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { runTool } from "./rootfs.js";
 
 /** mkfs options of every sandbox disk: no journal, no reserved blocks, lazy inode tables. */
-export const MKFS_ARGS = ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard"];
+const MKFS_ARGS = ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard"];
 
 /** Makes the sparse image at `path` and formats it. */
 export async function formatImage(path: string, bytes: number): Promise<void> {
