@@ -2,6 +2,7 @@
  * sbx-idmap: create read-only idmapped bind mounts.
  *
  *   sbx-idmap <host-uid-base> <count> <src-dir> <dst-dir> [<src-dir> <dst-dir> ...]
+ *             [--overlay <target> <options>]
  *
  * One on-disk layer cache (owned by host uid 0..) must serve sandboxes that
  * run in different host uid ranges. An idmapped mount shows every file of
@@ -13,6 +14,11 @@
  * one, we (root in the initial namespace) write its uid_map/gid_map as
  * "0 <base> <count>", keep an fd to it, and let the child exit. The mounts
  * keep the namespace alive for as long as they exist.
+ *
+ * --overlay then mounts an overlayfs at <target> with <options> (relative
+ * paths in them resolve against our cwd): a sandbox's rootfs over the lowers
+ * just made. It is here, not a `mount` of its own, because one spawn is
+ * several ms on a loaded host and util-linux's mount adds a few more.
  *
  * Exit status: 0 on success, 1 on any error (message names the failing step).
  * On error, mounts already moved into place for earlier pairs stay mounted;
@@ -75,8 +81,9 @@ static void die(const char *step, const char *arg)
 static void usage(void)
 {
 	fprintf(stderr, "usage: sbx-idmap <host-uid-base> <count> [--rw] <src-dir> <dst-dir> "
-			"[[--rw] <src-dir> <dst-dir> ...]\n"
-			"  each pair is a read-only idmapped bind unless preceded by --rw\n");
+			"[[--rw] <src-dir> <dst-dir> ...] [--overlay <target> <options>]\n"
+			"  each pair is a read-only idmapped bind unless preceded by --rw;\n"
+			"  --overlay mounts an overlayfs over them afterwards\n");
 	exit(1);
 }
 
@@ -222,6 +229,12 @@ int main(int argc, char **argv)
 	}
 
 	/* Check the whole argument list before making any mount. */
+	const char *overlay_target = NULL, *overlay_opts = NULL;
+	if (argc >= 6 && strcmp(argv[argc - 3], "--overlay") == 0) {
+		overlay_target = argv[argc - 2];
+		overlay_opts = argv[argc - 1];
+		argc -= 3;
+	}
 	for (int i = 3; i < argc; i += 2) {
 		if (strcmp(argv[i], "--rw") == 0)
 			i++;
@@ -236,5 +249,7 @@ int main(int argc, char **argv)
 		idmap_one(nsfd, argv[i], argv[i + 1], writable);
 	}
 	close(nsfd);
+	if (overlay_target && mount("overlay", overlay_target, "overlay", 0, overlay_opts) < 0)
+		die("mount overlay at", overlay_target);
 	return 0;
 }

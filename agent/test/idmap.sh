@@ -3,7 +3,7 @@
 # mounts): ownership shifts under dst, dst is read-only, and overlayfs accepts
 # idmapped dirs as lowerdirs. Every mount made here is unmounted by path.
 set -u
-BIN=${1:-$(dirname "$0")/../build/sbx-idmap}
+BIN=$(readlink -f "${1:-$(dirname "$0")/../build/sbx-idmap}")
 BASE=100000
 T=$(mktemp -d /tmp/sbx-idmap-test.XXXXXX)
 chmod 755 "$T" # the userns root (host uid $BASE) must be able to traverse it
@@ -12,7 +12,7 @@ ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 expect() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (got '$2', want '$3')"; fi; }
 cleanup() {
-	for m in "$T/M" "$T/d1" "$T/d2" "$T/dv"; do
+	for m in "$T/O/root" "$T/O/lower" "$T/M" "$T/d1" "$T/d2" "$T/dv"; do
 		mountpoint -q "$m" && umount "$m"
 	done
 	rm -rf "$T"
@@ -103,5 +103,23 @@ expect "written file is BASE on the map" "$(stat -c %u:%g "$T/dv/f" 2>/dev/null)
 umount "$T/dv"
 
 umount "$T/d1" "$T/d2"
+
+# --overlay: the lowers, then the overlay over them, in one run; relative
+# option paths resolve against the cwd (the sandbox dir in the server).
+mkdir -p "$T/O/lower" "$T/O/up" "$T/O/wk" "$T/O/root"
+chown $BASE:$BASE "$T/O/up" "$T/O/wk"
+if (cd "$T/O" && "$BIN" $BASE 65536 "$T/l1" "$T/O/lower" --overlay "$T/O/root" "lowerdir=lower,upperdir=up,workdir=wk,volatile"); then
+	ok "--overlay exits 0"
+else
+	bad "--overlay exits 0"
+fi
+expect "--overlay: merged view through the idmapped lower" "$(stat -c %u "$T/O/root/a" 2>/dev/null) $(cat "$T/O/root/a" 2>/dev/null)" "$BASE one"
+grep -q " $T/O/root .* - overlay overlay .*volatile" /proc/self/mountinfo && ok "--overlay: options applied" || bad "--overlay: options applied"
+mountpoint -q "$T/O/root" && umount "$T/O/root"
+mountpoint -q "$T/O/lower" && umount "$T/O/lower"
+(cd "$T/O" && "$BIN" $BASE 65536 "$T/l1" "$T/O/lower" --overlay "$T/O/root" "lowerdir=nothere,upperdir=up,workdir=wk") 2>"$T/err"
+expect "--overlay with a bad lowerdir fails with exit 1" "$?" "1"
+grep -q "mount overlay at" "$T/err" && ok "--overlay error names the step" || bad "--overlay error names the step"
+mountpoint -q "$T/O/lower" && umount "$T/O/lower"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,14 +1,17 @@
 // The spare-disk pool (packages/server/src/runtime/disk-pool.ts) with the
-// real mkfs.ext4: demand-driven refills, complete images only, images of
-// another size or left unfinished by a crash are removed, and a spare is a
-// fresh, empty ext4 filesystem.
+// real mkfs.ext4 and loop mounts: demand-driven refills, a spare arrives as a
+// dir with its empty ext4 already mounted, complete spares survive a restart
+// while unfinished ones or ones of another size are unmounted and removed,
+// and close() leaves nothing mounted.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DiskPool } from "../../packages/server/src/runtime/disk-pool.js";
+import { removeDisk } from "../../packages/server/src/runtime/disk.js";
+import { diskPathsIn } from "../../packages/server/src/runtime/rootfs.js";
+import { mountsUnder } from "../support/leaks.js";
 
 const MiB = 1024 * 1024;
 const skip = process.getuid?.() !== 0 ? "needs root" : false;
@@ -21,36 +24,67 @@ async function waitFor(cond: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-test("disk pool: empty until asked, then refilled to its size with formatted images", { skip }, async () => {
+/** Complete spares: dirs not named .tmp whose disk/ is mounted. */
+const spares = (dir: string) => readdirSync(dir).filter((n) => !n.endsWith(".tmp") && mountsUnder(join(dir, n, "disk")).length === 1);
+
+test("disk pool: empty until asked, then refilled with mounted spares; a take is a rename", { skip }, async () => {
   const root = mkdtempSync(join(tmpdir(), "sbx-disk-pool-"));
   const dir = join(root, "pool");
+  const taken = [join(root, "a"), join(root, "b")];
   try {
     const logs: string[] = [];
     const pool = new DiskPool(dir, 64 * MiB, 2, (m) => logs.push(m));
     assert.deepEqual(readdirSync(dir), [], "nothing is made before a create asks");
-    assert.equal(pool.takeInto(join(root, "a.img")), false, "none ready: the caller formats its own");
-    await waitFor(() => readdirSync(dir).filter((n) => n.endsWith(".img")).length === 2);
-    assert.equal(pool.takeInto(join(root, "b.img")), true);
-    assert.equal(statSync(join(root, "b.img")).size, 64 * MiB);
-    // A fresh ext4 that no one mounted: its superblock says so.
-    const info = execFileSync("dumpe2fs", ["-h", join(root, "b.img")], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-    assert.match(info, /Filesystem state:\s+clean/);
-    assert.match(info, /Mount count:\s+0/);
-    assert.doesNotMatch(info, /has_journal/);
-    await waitFor(() => readdirSync(dir).filter((n) => n.endsWith(".img")).length === 2); // refilled after the take
-    await pool.close();
+    assert.equal(pool.takeAs(taken[0]!, () => assert.fail("no spare to prepare")), false, "none ready: the caller makes its own");
+    await waitFor(() => pool.readyCount === 2);
+    assert.equal(spares(dir).length, 2);
+
+    assert.equal(
+      pool.takeAs(taken[0]!, (spare) => writeFileSync(join(spare, "state.json"), "{}")),
+      true,
+    );
+    const d = diskPathsIn(taken[0]!);
+    assert.equal(readFileSync(join(taken[0]!, "state.json"), "utf8"), "{}", "prepare wrote into the spare before the move");
+    assert.deepEqual(mountsUnder(taken[0]!), [d.disk], "the disk moved with its dir, still mounted");
+    assert.equal(statSync(d.diskImage).size, 64 * MiB);
+    assert.deepEqual(readdirSync(d.disk), ["lost+found"], "an empty filesystem");
+    const mountLine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").find((l) => l.split(" ")[4] === d.disk)!;
+    assert.match(mountLine, / - ext4 \/dev\/loop\d+ /);
+    assert.match(mountLine.split(" ")[5]!, /nodev/);
+    assert.match(mountLine.split(" ")[5]!, /nosuid/);
+    writeFileSync(join(d.disk, "written"), "x"); // writable
+
+    await waitFor(() => pool.readyCount === 2); // refilled after the take
+    assert.equal(spares(dir).length, 2);
     assert.deepEqual(logs, []);
 
-    // A new server keeps complete images of its size, drops the rest.
-    writeFileSync(join(dir, "left-by-a-crash.tmp"), "");
-    const other = new DiskPool(dir, 32 * MiB, 2, () => undefined);
-    assert.deepEqual(readdirSync(dir), [], "images of another size and unfinished ones are removed");
-    await other.close();
-    const same = new DiskPool(dir, 64 * MiB, 2, () => undefined);
-    assert.equal(same.takeInto(join(root, "c.img")), false);
-    await same.close();
+    // A server that dies keeps its spares mounted; the next one on this dir
+    // hands them out at once and removes what is unfinished.
+    mkdirSync(join(dir, "left-by-a-crash.tmp"));
+    const next = new DiskPool(dir, 64 * MiB, 2, () => undefined);
+    assert.equal(next.readyCount, 2);
+    assert.equal(next.takeAs(taken[1]!, () => undefined), true);
+    await waitFor(() => !readdirSync(dir).includes("left-by-a-crash.tmp"));
+    await next.close();
+    await pool.close(); // the first pool's record of the same spares: removing them twice is harmless
+    assert.deepEqual(mountsUnder(dir), [], "close unmounts every spare");
+    assert.deepEqual(readdirSync(dir), []);
+
+    // Spares of another size (a changed --disk-size) are never handed out.
+    const small = new DiskPool(dir, 32 * MiB, 1, () => undefined);
+    small.takeAs(join(root, "none"), () => undefined);
+    await waitFor(() => small.readyCount === 1);
+    const big = new DiskPool(dir, 64 * MiB, 1, () => undefined);
+    assert.equal(big.readyCount, 0);
+    assert.equal(big.takeAs(join(root, "none"), () => undefined), false);
+    await big.close();
+    await small.close();
+    assert.deepEqual(mountsUnder(dir), []);
+    assert.deepEqual(readdirSync(dir), [], "the other size's spare was unmounted and removed");
   } finally {
-    rmSync(root, { recursive: true, force: true });
+    for (const t of taken) await removeDisk(diskPathsIn(t)).catch(() => undefined);
+    for (const m of mountsUnder(root).reverse()) await removeDisk({ disk: m, diskImage: join(m, "..", "disk.img") }).catch(() => undefined);
+    if (mountsUnder(root).length === 0) rmSync(root, { recursive: true, force: true });
   }
-  assert.ok(!existsSync(root));
+  assert.deepEqual(mountsUnder(root), []);
 });

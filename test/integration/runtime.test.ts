@@ -121,6 +121,7 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
         console.error(`cleanup ${id}: ${(e as Error).message}`);
       }
     }
+    await backend?.close?.(); // unmounts its spare disks
     if (tmp && mountsUnder(tmp).length === 0) rmSync(tmp, { recursive: true, force: true });
     else if (tmp) console.error(`left mounted: ${mountsUnder(tmp).join(" ")}`);
     if (!bridgeExisted && !tableExisted) await removeHostNetwork();
@@ -249,6 +250,6 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
       assert.equal(existsSync(`/sys/class/net/${hostVethName(sb.sandboxId)}`), false);
       assert.equal(existsSync(join(dataDir, "sandboxes", sb.sandboxId, "run", "procs")), true);
     }
-    assert.deepEqual(mountsUnder(dataDir), []);
+    assert.deepEqual(mountsUnder(join(dataDir, "sandboxes")), []);
   });
 });

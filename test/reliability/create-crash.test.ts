@@ -78,6 +78,7 @@ test("SIGKILL at each create step, then cleanupOrphans: fully rolled back; a run
     assert.deepEqual(await survivor.execStatus("after"), { code: 0, reason: "exited" });
   } finally {
     await survivor.destroy();
+    await backend.close?.(); // its spare disks (the children took some of them)
   }
   assert.deepEqual(leftovers(dataDir, survivor.sandboxId).filter((l) => !l.startsWith("dir ")), [], "the survivor's destroy left something");
 });

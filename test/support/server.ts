@@ -133,7 +133,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       // terminate answers once a sandbox is finished; its destroy (unmounts,
       // disk image, netns) may still be running: let it end before the server
       // stops, or its mounts and loop devices outlive the data dir.
-      for (let i = 0; i < 150 && mountsUnder(dataDir).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 150 && mountsUnder(join(dataDir, "sandboxes")).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
       await waitExit(child, "SIGTERM");
       await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
     },

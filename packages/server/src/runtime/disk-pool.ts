@@ -1,39 +1,43 @@
-// Sandbox disk images formatted ahead of need. `mkfs.ext4` of a sandbox's
-// sparse image is ~40 ms of a create's critical path on this project's
-// machine; a formatted image that no sandbox has mounted is interchangeable
-// with a fresh one, so a few are kept ready in <data-dir>/disk-pool and a
-// create renames one into its own directory (same filesystem) and mounts it.
+// Sandbox disks made ahead of need. Formatting a sandbox's sparse image
+// (mkfs.ext4, ~40 ms on this project's machine) and loop-mounting it
+// (~25 ms) were most of create's way to a rootfs; a formatted, mounted disk
+// that no sandbox has used is interchangeable with a fresh one. So a few
+// spares wait in <data-dir>/disk-pool/<name>/, each laid out as a sandbox
+// dir holds its disk (disk.img, and disk/ mounted on it), and a create
+// renames a whole spare dir to be its sandbox dir: one rename, no mount.
+// (A mount follows its parent dir's rename; the mount point itself could
+// not be renamed.)
 //
-// Demand-driven: nothing is made until a create asks, then the pool refills
-// to its size a moment later (not during the create that emptied it: on two
-// cores the mkfs would compete with it). An image is made under a .tmp name
-// and renamed when complete, so a crash leaves only .tmp files, removed at
-// the next start, and an image of another size (a changed --disk-size) is
-// never handed out.
-import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, constants as fsc } from "node:fs";
+// Demand-driven: nothing is made until a create asks; the pool refills a
+// moment later (not during the create that emptied it: on two cores the
+// mkfs would compete with it). A spare is made under <name>.tmp and renamed
+// when complete. At start, complete spares of the right size that are still
+// mounted (a server restart) are kept; anything else (unfinished, another
+// size, unmounted by a reboot) is unmounted and removed. close() unmounts
+// and removes the spares: a stopped server leaves nothing mounted.
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { runTool } from "./rootfs.js";
-
-/** mkfs options of every sandbox disk: no journal, no reserved blocks, lazy inode tables. */
-const MKFS_ARGS = ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard"];
-
-/** Makes the sparse image at `path` and formats it. */
-export async function formatImage(path: string, bytes: number): Promise<void> {
-  const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-  try {
-    ftruncateSync(fd, bytes); // sparse: blocks are allocated as the sandbox writes
-  } finally {
-    closeSync(fd);
-  }
-  await runTool("mkfs.ext4", [...MKFS_ARGS, path]);
-}
+import { makeDisk, removeDisk } from "./disk.js";
+import { diskPathsIn, mountsUnder } from "./rootfs.js";
 
 /** Wait after a take before refilling, so the refill does not compete with that create. */
 const REFILL_DELAY_MS = 300;
 
+function isCompleteSpare(path: string, bytes: number): boolean {
+  if (path.endsWith(".tmp")) return false;
+  const d = diskPathsIn(path);
+  try {
+    return statSync(d.diskImage).size === bytes && mountsUnder(d.disk).includes(d.disk);
+  } catch {
+    return false;
+  }
+}
+
 export class DiskPool {
   private readonly ready: string[] = [];
   private filling: Promise<void> | null = null;
+  /** Removal of spares that are not handed out; refills and close wait for it. */
+  private sweeping: Promise<void>;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private next = 0;
@@ -45,23 +49,36 @@ export class DiskPool {
     private readonly log: (m: string) => void,
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const stale: string[] = [];
     for (const name of readdirSync(dir)) {
       const path = join(dir, name);
-      if (name.endsWith(".img") && statSync(path).size === bytes) this.ready.push(path);
-      else rmSync(path, { force: true }); // unfinished, or of another size
+      (isCompleteSpare(path, bytes) ? this.ready : stale).push(path);
     }
+    this.sweeping = this.discard(stale);
   }
 
-  /** A formatted image, moved to `dest`; false when none is ready (the caller formats one). */
-  takeInto(dest: string): boolean {
+  /** Spares ready to be taken now. */
+  get readyCount(): number {
+    return this.ready.length;
+  }
+
+  /**
+   * Renames a spare dir to `dest` (which must not exist), after `prepare`
+   * has written into it what must be there from the first moment (the
+   * sandbox's state.json, so a crash never leaves a mounted disk in a dir
+   * nothing knows). False when none is ready: the caller makes its own disk.
+   */
+  takeAs(dest: string, prepare: (spareDir: string) => void): boolean {
     const path = this.ready.pop();
     this.schedule();
     if (!path) return false;
     try {
+      prepare(path);
       renameSync(path, dest);
       return true;
     } catch (e) {
       this.log(`disk pool: ${path}: ${(e as Error).message}`);
+      this.sweeping = this.sweeping.then(() => this.discard([path]));
       return false;
     }
   }
@@ -76,26 +93,46 @@ export class DiskPool {
   }
 
   private async fill(): Promise<void> {
+    await this.sweeping;
     while (!this.closed && this.ready.length < this.size) {
       const base = join(this.dir, `${process.pid}-${++this.next}`);
+      const tmp = `${base}.tmp`;
       try {
-        await formatImage(`${base}.tmp`, this.bytes);
-        if (this.closed) break;
-        renameSync(`${base}.tmp`, `${base}.img`);
-        this.ready.push(`${base}.img`);
+        mkdirSync(tmp, { mode: 0o711 });
+        await makeDisk(diskPathsIn(tmp), this.bytes);
+        if (this.closed) {
+          await this.discard([tmp]);
+          break;
+        }
+        renameSync(tmp, base);
+        this.ready.push(base);
       } catch (e) {
-        rmSync(`${base}.tmp`, { force: true });
-        this.log(`disk pool: formatting a spare disk failed: ${(e as Error).message}`);
-        return; // a create formats its own; try again after the next take
+        await this.discard([tmp]);
+        this.log(`disk pool: making a spare disk failed: ${(e as Error).message}`);
+        return; // a create makes its own; try again after the next take
       }
     }
   }
 
-  /** Stops refilling; the images made stay for the next server. */
+  private async discard(paths: string[]): Promise<void> {
+    for (const path of paths) {
+      try {
+        await removeDisk(diskPathsIn(path));
+        // Never rm -r into a disk that would not unmount.
+        if (mountsUnder(path).length === 0) rmSync(path, { recursive: true, force: true });
+      } catch (e) {
+        this.log(`disk pool: removing ${path}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** Stops refilling; unmounts and removes the spares. */
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.filling;
+    await this.sweeping;
+    await this.discard(this.ready.splice(0));
   }
 }

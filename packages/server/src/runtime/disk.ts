@@ -7,21 +7,23 @@
 // root's, credentials, which ext4 quotas exempt; this kernel has no XFS
 // quota support).
 //
-//   create   a spare image from the disk pool (disk-pool.ts), else truncate
-//            disk.img to `bytes` (sparse) → mkfs.ext4 (no journal, lazy
-//            inode tables); then mount -o loop,nodev,nosuid at disk/
+//   create   a spare from the disk pool (disk-pool.ts): a directory holding
+//            an image already formatted and mounted, renamed to be the
+//            sandbox's dir; else, in place: truncate disk.img to `bytes`
+//            (sparse) → mkfs.ext4 (no journal, lazy inode tables) →
+//            mount -o loop,nodev,nosuid,noatime at disk/
 //   destroy  retainOutputs: copy run/procs/*/{stdout,stderr,exit} out of
 //            the image into a plain run/ (at most `retainBytes` in all) →
 //            unmount (autoclear frees the loop device) → rm disk.img
 //
-// Cost (measured on the 2-core dev VM, 10 GiB image): mkfs ≈ 40 ms, done
-// ahead by the disk pool; mount ≈ 25 ms, in parallel with the idmap step of
-// create; see SECURITY.md.
+// Cost (measured on the 2-core dev VM, 10 GiB image): mkfs ≈ 40 ms and
+// mount ≈ 25 ms, both done ahead by the disk pool; see SECURITY.md.
 
 import {
   closeSync,
   existsSync,
   fstatSync,
+  ftruncateSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -37,8 +39,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { EXEC_ID_RE } from "./agent/proto.js";
-import { formatImage, type DiskPool } from "./disk-pool.js";
-import { mountsUnder, openNoFollowSync, runTool, type SandboxPaths } from "./rootfs.js";
+import { mountsUnder, openNoFollowSync, runTool, type DiskPaths, type SandboxPaths } from "./rootfs.js";
 
 export interface DiskOptions {
   /** Size of each sandbox's writable disk (upper layer + /.sbx), bytes. */
@@ -67,13 +68,12 @@ function isMountPoint(path: string): boolean {
 }
 
 /**
- * Makes and mounts the sandbox's disk at p.disk. Refuses when the host's free
- * space (of the data dir's filesystem) is less than the disk plus the reserve:
- * a sandbox may fill its disk, never the host's. On failure leaves nothing
- * mounted (the caller removes the image with removeDisk).
+ * Refuses a new sandbox disk when the host's free space (of the filesystem
+ * holding `dir`) is less than the disk plus the reserve: a sandbox may fill
+ * its disk, never the host's.
  */
-export async function makeDisk(p: SandboxPaths, opts: DiskOptions, pool?: DiskPool | null): Promise<{ mkfsMs: number; mountMs: number }> {
-  const st = statfsSync(join(p.dir, ".."));
+export function assertHostSpace(dir: string, opts: DiskOptions): void {
+  const st = statfsSync(dir);
   const free = st.bavail * st.bsize;
   if (free < opts.bytes + opts.hostReserveBytes) {
     throw new DiskError(
@@ -81,15 +81,31 @@ export async function makeDisk(p: SandboxPaths, opts: DiskOptions, pool?: DiskPo
         `plus ${gib(opts.hostReserveBytes)} kept free for the host`,
     );
   }
-  const t0 = performance.now();
-  mkdirSync(p.disk, { recursive: true, mode: 0o711 });
-  // A spare formatted by the pool, else one made now. No journal (like the
-  // overlay's "volatile": a sandbox does not survive a host crash); no
-  // root-reserved blocks; inode tables initialised lazily.
-  if (!pool?.takeInto(p.diskImage)) await formatImage(p.diskImage, opts.bytes);
-  const t1 = performance.now();
-  await runTool("mount", ["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", p.diskImage, p.disk]);
-  return { mkfsMs: t1 - t0, mountMs: performance.now() - t1 };
+}
+
+/** mkfs options of every sandbox disk: no journal, no reserved blocks, lazy inode tables. */
+const MKFS_ARGS = ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard"];
+
+/**
+ * Makes the sparse image (blocks are allocated as the sandbox writes) and
+ * formats it: no journal (like the overlay's "volatile": a sandbox does not
+ * survive a host crash), no root-reserved blocks, lazy inode tables.
+ */
+export async function formatImage(path: string, bytes: number): Promise<void> {
+  const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+  try {
+    ftruncateSync(fd, bytes);
+  } finally {
+    closeSync(fd);
+  }
+  await runTool("mkfs.ext4", [...MKFS_ARGS, path]);
+}
+
+/** Formats and mounts a new disk at d.disk (the disk pool's spares are made the same way). */
+export async function makeDisk(d: DiskPaths, bytes: number): Promise<void> {
+  mkdirSync(d.disk, { recursive: true, mode: 0o711 });
+  await formatImage(d.diskImage, bytes);
+  await runTool("mount", ["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", d.diskImage, d.disk]);
 }
 
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
@@ -208,7 +224,7 @@ function loopsBackedBy(image: string): string[] {
  * fast otherwise holds up its own cleanup for seconds. Copy out what must be
  * kept (retainOutputs) before.
  */
-export async function removeDisk(p: SandboxPaths, opts: { shutdownBin?: string } = {}): Promise<void> {
+export async function removeDisk(p: DiskPaths, opts: { shutdownBin?: string } = {}): Promise<void> {
   if (isMountPoint(p.disk)) {
     if (opts.shutdownBin && existsSync(opts.shutdownBin)) await runTool(opts.shutdownBin, [p.disk]).catch(() => undefined);
     await runTool("umount", [p.disk]).catch(() => runTool("umount", ["-l", p.disk]));

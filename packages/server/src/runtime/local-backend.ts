@@ -2,8 +2,9 @@
 // as its PID 1, rootfs = overlay over idmapped image layers, its own user,
 // pid, mount, ipc, uts, cgroup and network namespaces.
 //
-// create: state.json (slot → uid base, address) → idmapped lowers (while the
-// disk is made) → overlay → /etc files + bundle → runtime create (makes the
+// create: state.json (slot → uid base, address) → the writable disk (a spare
+// from the disk pool: the sandbox's dir arrives with it) → idmapped lowers +
+// overlay (one helper run) → /etc files + bundle → runtime create (makes the
 // namespaces; the netns is owned by the sandbox's userns so sysfs can be
 // mounted) → netns named and wired from the host → runtime start → agent
 // HELLO. A sandbox without an entrypoint is created and started by one
@@ -17,7 +18,7 @@ import { AgentClient } from "./agent-client.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { DiskPool } from "./disk-pool.js";
-import { DEFAULT_DISK, diskLeftovers, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
+import { assertHostSpace, DEFAULT_DISK, diskLeftovers, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
 import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
@@ -98,10 +99,10 @@ export const CREATE_STEPS = ["state", "disk", "rootfs", "bundle", "runtime-creat
 
 /** Milliseconds per create step, for benchmarks and logs. */
 export interface CreateTimings {
-  /** Making and mounting the writable disk (in parallel with idmap). */
+  /** Taking a spare disk, or making and mounting one. */
   diskMs: number;
-  idmapMs: number;
-  overlayMs: number;
+  /** Idmapped lowers + overlay. */
+  rootfsMs: number;
   bundleMs: number;
   runtimeCreateMs: number;
   netnsMs: number;
@@ -435,7 +436,9 @@ class LocalBackend implements Backend {
   }
 
   init(): void {
-    if (!existsSync(this.agentPath)) throw new RuntimeError(`sbx-agent not found at ${this.agentPath} (run make -C agent)`, [], null, "");
+    for (const bin of [this.agentPath, join(this.opts.agentDir, "sbx-netwire")]) {
+      if (!existsSync(bin)) throw new RuntimeError(`${bin} not found (run make -C agent)`, [], null, "");
+    }
     if (!this.opts.unsafeNoIdmap && !existsSync(this.idmapPath)) {
       throw new RuntimeError(`sbx-idmap not found at ${this.idmapPath} (run make -C agent)`, [], null, "");
     }
@@ -516,33 +519,37 @@ class LocalBackend implements Backend {
         layerCount: spec.image.layers.length,
         createdAt: new Date().toISOString(),
       };
-      mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+      // A spare disk from the pool arrives as the sandbox's whole dir, its
+      // state.json written in first; else the dir is made here and its disk below.
+      if (this.disk) assertHostSpace(sandboxesDir(this.opts.dataDir), this.disk);
+      const td = performance.now();
+      const spare = !existsSync(p.dir) && !!this.diskPool?.takeAs(p.dir, (dir) => writeState(join(dir, "state.json"), state));
+      if (!spare) {
+        mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+        writeState(p.state, state);
+      }
+      timings.diskMs = performance.now() - td;
       undo.push(() => rmSync(p.dir, { recursive: true, force: true }));
-      writeState(p.state, state);
+      // Removed after unmountAll (registered below) has unmounted the overlay.
+      undo.push(() => removeDisk(p));
       this.step("state");
 
       signal?.throwIfAborted();
       if (!spec.blockNetwork) await this.ensureHostNet();
+      if (this.disk && !spare) {
+        const tm = performance.now();
+        await makeDisk(p, this.disk.bytes);
+        timings.diskMs += performance.now() - tm;
+      }
+      this.step("disk");
 
-      // The disk is made while the layers are idmapped; undo removes it after
-      // unmountAll (registered below) has unmounted the overlay.
-      undo.push(() => removeDisk(p));
-      const td = performance.now();
-      const disk = this.disk
-        ? makeDisk(p, this.disk, this.diskPool).then(() => {
-            timings.diskMs = performance.now() - td;
-            this.step("disk");
-          })
-        : Promise.resolve().then(() => void (timings.diskMs = 0));
-      disk.catch(() => undefined); // awaited by mountRootfs; this only marks it handled
-      const m = await mountRootfs(p, spec.image.layers, state.uidBase, {
+      const tr = performance.now();
+      await mountRootfs(p, spec.image.layers, state.uidBase, {
         idmapBin: this.idmapPath,
         ...(this.opts.unsafeNoIdmap ? { unsafeNoIdmap: true } : {}),
-        writable: disk,
       });
       undo.push(() => unmountAll(p.dir));
-      timings.idmapMs = m.idmapMs;
-      timings.overlayMs = m.overlayMs;
+      timings.rootfsMs = performance.now() - tr;
       const volumes = await mountVolumes(p, spec.mounts ?? [], state.uidBase, this.idmapPath);
       this.step("rootfs");
       signal?.throwIfAborted();
@@ -619,14 +626,15 @@ class LocalBackend implements Backend {
       const alive = () => procStartTime(pid) === startTime;
       const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
       undo.push(() => agent.close());
-      // With startEarly the hello overlaps the network wiring; its figure counts from the start.
       let th = performance.now();
       const hello = () => agent.start({ timeoutMs: this.opts.agentStartTimeoutMs ?? 10_000, ...(signal ? { signal } : {}), alive });
 
       const tn = performance.now();
       undo.push(() => teardownSandboxNetwork(id));
-      const network = setupSandboxNetwork({ sandboxId: id, pid, blockNetwork: spec.blockNetwork, ...(address ? { address } : {}) }, this.net);
-      const greeted = startEarly ? hello() : null;
+      const network = setupSandboxNetwork({ sandboxId: id, pid, blockNetwork: spec.blockNetwork, ...(address ? { address } : {}), wireBin: join(this.opts.agentDir, "sbx-netwire") }, this.net);
+      // With startEarly the hello's figure is its own, not the network's it waited behind.
+      let helloMs: number | undefined;
+      const greeted = startEarly ? hello().then(() => void (helloMs = performance.now() - th)) : null;
       greeted?.catch(() => undefined); // awaited below, after the network
       await network;
       timings.netnsMs = performance.now() - tn;
@@ -651,7 +659,7 @@ class LocalBackend implements Backend {
         }
         throw err;
       }
-      timings.agentHelloMs = performance.now() - th;
+      timings.agentHelloMs = helloMs ?? performance.now() - th;
       timings.totalMs = performance.now() - t0;
       this.step("agent");
 

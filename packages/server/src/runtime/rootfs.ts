@@ -57,13 +57,20 @@ export class RootfsError extends Error {
   }
 }
 
-export interface SandboxPaths {
+/** The writable disk image and its mount point (disk.ts), in a sandbox's dir or a spare's (disk-pool.ts). */
+export interface DiskPaths {
+  diskImage: string;
+  disk: string;
+}
+
+export function diskPathsIn(dir: string): DiskPaths {
+  return { diskImage: join(dir, "disk.img"), disk: join(dir, "disk") };
+}
+
+export interface SandboxPaths extends DiskPaths {
   dir: string;
   state: string;
   lower: string;
-  /** The writable disk image and its mount point (disk.ts). */
-  diskImage: string;
-  disk: string;
   /** The run dir's home while the sandbox lives (`run` points here). */
   runData: string;
   upper: string;
@@ -90,8 +97,7 @@ export function sandboxPaths(dataDir: string, sandboxId: string): SandboxPaths {
     dir,
     state: join(dir, "state.json"),
     lower: join(dir, "lower"),
-    diskImage: join(dir, "disk.img"),
-    disk: join(dir, "disk"),
+    ...diskPathsIn(dir),
     runData: join(dir, "disk", "run"),
     upper: join(dir, "disk", "upper"),
     work: join(dir, "disk", "work"),
@@ -279,11 +285,6 @@ export function mountsUnder(dir: string): string[] {
   return out.reverse().sort((a, b) => b.split("/").length - a.split("/").length);
 }
 
-export interface MountTimings {
-  idmapMs: number;
-  overlayMs: number;
-}
-
 export interface MountOptions {
   /** Path of sbx-idmap. */
   idmapBin: string;
@@ -293,46 +294,34 @@ export interface MountOptions {
    * caller logs it.
    */
   unsafeNoIdmap?: boolean;
-  /**
-   * Resolves once disk/ is ready (the writable disk mounted there, or a plain
-   * directory): upper/, work/ and run are made after it, so the idmap step
-   * can run while the disk is being prepared.
-   */
-  writable?: Promise<unknown>;
 }
 
 /**
- * Makes lower/, upper/, work/, run/ (owned by uidBase; run is a symlink to
- * disk/run) and mounts the overlay at rootfs/. On failure, unmounts what it
- * mounted.
+ * On a ready disk/ (the writable disk mounted there, or a plain directory):
+ * makes upper/, work/, run/ (owned by uidBase; run is a symlink to disk/run),
+ * the idmapped lowers and the overlay at rootfs/, the last two in one
+ * sbx-idmap run. On failure, unmounts what it mounted.
  */
-export async function mountRootfs(
-  p: SandboxPaths,
-  layers: string[],
-  uidBase: number,
-  opts: MountOptions,
-): Promise<MountTimings> {
+export async function mountRootfs(p: SandboxPaths, layers: string[], uidBase: number, opts: MountOptions): Promise<void> {
   if (layers.length === 0) throw new RootfsError("image has no layers");
-  for (const d of [p.lower, p.rootfs, p.bundle, p.disk]) mkdirSync(d, { recursive: true, mode: 0o711 });
-  const makeWritable = async () => {
-    await opts.writable;
-    for (const d of [p.upper, p.work, p.runData]) mkdirSync(d, { recursive: true, mode: 0o711 });
-    // upper/ is the overlay's root inode: "/" inside, so owned by root inside.
-    for (const d of [p.upper, p.work, p.runData]) chownSync(d, uidBase, uidBase);
-    // upper/ is "/" inside: world-readable like any root dir, or non-root users there cannot list it.
-    chmodSync(p.upper, 0o755);
-    try {
-      symlinkSync("disk/run", p.run);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-  };
-  const t0 = performance.now();
-  let lowerdirs: string[];
+  for (const d of [p.lower, p.rootfs, p.bundle, p.disk, p.upper, p.work, p.runData]) mkdirSync(d, { recursive: true, mode: 0o711 });
+  // upper/ is the overlay's root inode: "/" inside, so owned by root inside.
+  for (const d of [p.upper, p.work, p.runData]) chownSync(d, uidBase, uidBase);
+  // upper/ is "/" inside: world-readable like any root dir, or non-root users there cannot list it.
+  chmodSync(p.upper, 0o755);
+  try {
+    symlinkSync("disk/run", p.run);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  }
+  // Relative paths (cwd = sandbox dir) keep the option string short:
+  // overlay's options must fit in one page.
+  // volatile: no syncs to the upper fs (an fsync-heavy sandbox would
+  // otherwise flush the host's disk; unmount would sync it all). The
+  // upper dir does not survive a host crash anyway.
+  const overlayOpts = (lowerdirs: string[]) => `lowerdir=${[...lowerdirs].reverse().join(":")},upperdir=disk/upper,workdir=disk/work,volatile`;
   try {
     if (opts.unsafeNoIdmap) {
-      await makeWritable();
-      lowerdirs = [...layers];
       // Without idmap, the lower dirs are owned by nobody inside; create the
       // mount points runc would otherwise fail to create.
       mkdirSync(join(p.upper, "etc"), { recursive: true, mode: 0o755 });
@@ -342,41 +331,21 @@ export async function mountRootfs(
         chownSync(fp, uidBase, uidBase);
       }
       chownSync(join(p.upper, "etc"), uidBase, uidBase);
-    } else {
-      const args = [String(uidBase), String(UID_RANGE)];
-      layers.forEach((src, i) => {
-        const dst = join(p.lower, String(i));
-        mkdirSync(dst, { recursive: true, mode: 0o711 });
-        args.push(src, dst);
-      });
-      // Both settle before either failure is thrown, so the caller's undo sees a quiet state.
-      const [w, i] = await Promise.allSettled([makeWritable(), runTool(opts.idmapBin, args)]);
-      if (w.status === "rejected") throw w.reason;
-      if (i.status === "rejected") throw i.reason;
-      lowerdirs = layers.map((_, i) => `lower/${i}`);
+      await runTool("mount", ["-t", "overlay", "overlay", "-o", overlayOpts(layers), p.rootfs], { cwd: p.dir });
+      return;
     }
+    const args = [String(uidBase), String(UID_RANGE)];
+    layers.forEach((src, i) => {
+      const dst = join(p.lower, String(i));
+      mkdirSync(dst, { recursive: true, mode: 0o711 });
+      args.push(src, dst);
+    });
+    args.push("--overlay", p.rootfs, overlayOpts(layers.map((_, i) => `lower/${i}`)));
+    await runTool(opts.idmapBin, args, { cwd: p.dir });
   } catch (e) {
     await unmountAll(p.dir);
     throw e;
   }
-  const t1 = performance.now();
-  try {
-    // Relative paths (cwd = sandbox dir) keep the option string short:
-    // overlay's options must fit in one page.
-    // volatile: no syncs to the upper fs (an fsync-heavy sandbox would
-    // otherwise flush the host's disk; unmount would sync it all). The
-    // upper dir does not survive a host crash anyway.
-    const lowerdir = [...lowerdirs].reverse().join(":");
-    await runTool(
-      "mount",
-      ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=disk/upper,workdir=disk/work,volatile`, p.rootfs],
-      { cwd: p.dir },
-    );
-  } catch (e) {
-    await unmountAll(p.dir);
-    throw e;
-  }
-  return { idmapMs: t1 - t0, overlayMs: performance.now() - t1 };
 }
 
 /** Unmounts everything under the sandbox dir, deepest first; lazily if busy. Idempotent. */
