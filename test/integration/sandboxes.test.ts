@@ -115,6 +115,30 @@ describe("exec streams", () => {
       assert.equal(await res.text(), "456789");
     });
   });
+
+  test("an output stream read to its end carries the exit code: wait() then makes no call", async () => {
+    await withSandbox(async (sb) => {
+      const p = await sb.exec(["sh", "-c", "echo out; sleep 0.3; exit 3"]);
+      assert.equal(p.returncode, null);
+      assert.equal(await p.stdout.readText(), "out\n");
+      assert.equal(p.returncode, 3, "known from the stream's trailer, before any wait or poll");
+      assert.equal(await p.wait(), 3);
+      // On the wire: an HTTP trailer, on stderr too, including a code from a signal.
+      const q = await sb.exec(["sh", "-c", "kill -TERM $$"]);
+      await q.wait();
+      const trailers = await new Promise<NodeJS.Dict<string>>((resolve, reject) => {
+        const url = `${server.url}/v1/sandboxes/${sb.sandboxId}/execs/${q.execId}/stderr`;
+        request(url, { headers: { authorization: `Bearer ${server.token}` } }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.trailers));
+          res.on("error", reject);
+        })
+          .on("error", reject)
+          .end();
+      });
+      assert.equal(trailers["x-sbx-exit-code"], String(128 + 15));
+    });
+  });
 });
 
 describe("return codes", () => {

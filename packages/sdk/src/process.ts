@@ -56,8 +56,10 @@ export class ContainerProcess<T extends string | Uint8Array = string> {
     this.#path = execPath(ctx.sandboxId, execId);
     const { http, detached } = ctx;
     this.stdin = new SbxWritableStream(new StdinSender(http, this.#path, detached, opts.stdinOffset));
-    this.stdout = outputStream<T>(http, this.#path, "stdout", opts.mode, opts.stdout === "pipe", detached);
-    this.stderr = outputStream<T>(http, this.#path, "stderr", opts.mode, opts.stderr === "pipe", detached);
+    // A stream read to its end brings the exit code with it (a trailer): wait() then needs no call.
+    const onExit = (code: number) => void (this.returncode ??= code);
+    this.stdout = outputStream<T>(http, this.#path, "stdout", opts.mode, opts.stdout === "pipe", detached, onExit);
+    this.stderr = outputStream<T>(http, this.#path, "stderr", opts.mode, opts.stderr === "pipe", detached, onExit);
   }
 
   /** The exit code if the process has exited, else null. */

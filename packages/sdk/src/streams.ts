@@ -7,7 +7,7 @@ import { ReadableStream, WritableStream } from "node:stream/web";
 import { ConflictError, SbxError } from "./errors.js";
 import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
 import type { StreamReply } from "./transport.js";
-import { HEADER_STREAM_OFFSET, LIMITS, type StdinAck, type StreamName } from "./wire.js";
+import { HEADER_STREAM_OFFSET, LIMITS, TRAILER_EXIT_CODE, type StdinAck, type StreamName } from "./wire.js";
 
 export type StreamMode = "text" | "binary";
 
@@ -40,8 +40,12 @@ export class ResumableByteSource implements ByteSource {
   readonly #signal: AbortSignal;
   readonly #label: string;
 
-  constructor(open: StreamOpener, opts: { signal?: AbortSignal; label: string; maxReconnects?: number }) {
+  readonly #onEnd: ((reply: StreamReply) => void) | undefined;
+
+  /** `onEnd` sees the reply whose body ended cleanly (its trailers). */
+  constructor(open: StreamOpener, opts: { signal?: AbortSignal; label: string; maxReconnects?: number; onEnd?: (reply: StreamReply) => void }) {
     this.#open = open;
+    this.#onEnd = opts.onEnd;
     this.#signal = anySignal(this.#cancel.signal, opts.signal)!;
     this.#label = opts.label;
     this.#maxReconnects = opts.maxReconnects ?? MAX_STREAM_RECONNECTS;
@@ -73,6 +77,7 @@ export class ResumableByteSource implements ByteSource {
       try {
         const value = await this.#reply.read();
         if (value === null) {
+          this.#onEnd?.(this.#reply);
           this.#reply = undefined;
           this.#done = true;
           return null;
@@ -230,11 +235,19 @@ export function outputStream<T extends string | Uint8Array>(
   mode: StreamMode,
   piped: boolean,
   signal: AbortSignal | undefined,
+  onExit?: (code: number) => void,
 ): SbxReadableStream<T> {
   if (!piped) return new SbxReadableStream<T>(EMPTY_SOURCE, mode);
   const source = new ResumableByteSource(
     (offset, sig) => http.stream({ method: "GET", path: `${execPath}/${name}`, query: { offset }, signal: sig }),
-    { signal, label: `${execPath}/${name}` },
+    {
+      signal,
+      label: `${execPath}/${name}`,
+      onEnd: (reply) => {
+        const code = reply.trailer(TRAILER_EXIT_CODE);
+        if (onExit && code && /^\d{1,3}$/.test(code)) onExit(Number(code));
+      },
+    },
   );
   return new SbxReadableStream<T>(source, mode);
 }

@@ -12,6 +12,8 @@ export interface StreamReply extends AsyncIterable<Uint8Array> {
   readonly status: number;
   /** A reply header (lower-case name), or undefined. */
   header(name: string): string | undefined;
+  /** A trailer (lower-case name) once read() returned null, or undefined. */
+  trailer(name: string): string | undefined;
   /** The next chunk; null once the body ended cleanly; throws if the connection dropped first. */
   read(): Promise<Uint8Array | null>;
   /** Stops reading and closes the connection (idempotent). */
@@ -50,6 +52,10 @@ class IncomingReply implements StreamReply {
   header(name: string): string | undefined {
     const v = this.#res.headers[name];
     return Array.isArray(v) ? v.join(", ") : v;
+  }
+
+  trailer(name: string): string | undefined {
+    return this.#res.complete ? this.#res.trailers[name] : undefined;
   }
 
   async read(): Promise<Uint8Array | null> {

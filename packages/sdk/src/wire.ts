@@ -342,6 +342,12 @@ export const Health = Type.Object({ ok: Type.Boolean(), version: Type.String() }
 
 // Header names of the streaming endpoints.
 export const HEADER_STREAM_OFFSET = "x-sbx-offset";
+/**
+ * HTTP trailer at the end of a process's stdout/stderr stream: its exit code
+ * once the stream ended because the process did (empty otherwise), so a
+ * client that read the output to its end needs no wait call.
+ */
+export const TRAILER_EXIT_CODE = "x-sbx-exit-code";
 
 /** For callers that enumerate schemas (OpenAPI). */
 export const SCHEMAS: Record<string, TSchema> = {

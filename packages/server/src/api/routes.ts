@@ -12,6 +12,7 @@ import {
   Exec,
   ExecRequest,
   HEADER_STREAM_OFFSET,
+  TRAILER_EXIT_CODE,
   Health,
   LIMITS,
   Sandbox,
@@ -120,11 +121,14 @@ function streamRoute(stream: StreamName): RouteDef {
     handler: async (s, req, reply) => {
       const { sandboxId, execId } = req.params as P;
       const offset = (req.query as { offset?: number }).offset ?? 0;
-      const chunks = s.sandboxes.follow(scopeOf(req), sandboxId, execId, stream, offset, abortOnClose(reply));
+      const scope = scopeOf(req);
+      const chunks = s.sandboxes.follow(scope, sandboxId, execId, stream, offset, abortOnClose(reply));
       void reply
         .header("content-type", "application/octet-stream")
         .header("cache-control", "no-store")
-        .header(HEADER_STREAM_OFFSET, String(offset));
+        .header(HEADER_STREAM_OFFSET, String(offset))
+        // Always a string: the stream ends once the process has, so this is its code ("" if it is not known).
+        .trailer(TRAILER_EXIT_CODE, async () => String((await s.sandboxes.exitCodeOf(scope, sandboxId, execId).catch(() => null)) ?? ""));
       return reply.send(Readable.from(chunks, { objectMode: false }));
     },
   };

@@ -676,8 +676,19 @@ export class SandboxService {
       const rec = this.execOf(sandboxId, execId);
       return rec.returncode !== null ? rec : null;
     }, timeoutMs, signal);
-    if (done) return done;
-    // An exit the agent could not report (connection dropped) is still on disk.
+    return done ?? this.settledExec(sandboxId, execId);
+  }
+
+  /** A process's exit code once it has ended, else null; for the trailer of its output streams. */
+  async exitCodeOf(scope: Scope, sandboxId: string, execId: string): Promise<number | null> {
+    this.authorize(scope, sandboxId);
+    return (await this.settledExec(sandboxId, execId)).returncode;
+  }
+
+  /** The exec's record, with its exit taken from disk when the agent has not reported it (yet, or ever). */
+  private async settledExec(sandboxId: string, execId: string): Promise<ExecRecord> {
+    const rec = this.execOf(sandboxId, execId);
+    if (rec.returncode !== null) return rec;
     const status = await this.deps.output.exitStatus(sandboxId, execId);
     if (status) this.recordExecExit(sandboxId, execId, status);
     return this.execOf(sandboxId, execId);
