@@ -49,7 +49,9 @@ test("disk pool: empty until asked, then refilled with mounted spares; a take is
     assert.equal(statSync(d.diskImage).size, 64 * MiB);
     assert.deepEqual(readdirSync(d.disk), ["lost+found"], "an empty filesystem");
     const mountLine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").find((l) => l.split(" ")[4] === d.disk)!;
-    assert.match(mountLine, / - ext4 \/dev\/loop\d+ /);
+    const loop = / - ext4 \/dev\/(loop\d+) /.exec(mountLine)?.[1];
+    assert.ok(loop, mountLine);
+    assert.equal(readFileSync(`/sys/block/${loop}/loop/dio`, "utf8").trim(), "1", "the loop device does direct I/O on the image");
     assert.match(mountLine.split(" ")[5]!, /nodev/);
     assert.match(mountLine.split(" ")[5]!, /nosuid/);
     writeFileSync(join(d.disk, "written"), "x"); // writable

@@ -79,6 +79,10 @@ test("SIGKILL at each create step, then cleanupOrphans: fully rolled back; a run
   } finally {
     await survivor.destroy();
     await backend.close?.(); // its spare disks (the children took some of them)
+    // A child killed late may have made a spare of its own: a backend made
+    // now adopts every complete one and its close removes them.
+    await createLocalBackend({ dataDir, agentDir: AGENT_DIR, log: () => undefined }).close?.();
   }
   assert.deepEqual(leftovers(dataDir, survivor.sandboxId).filter((l) => !l.startsWith("dir ")), [], "the survivor's destroy left something");
+  assert.deepEqual(mountsUnder(dataDir), [], "nothing of the disk pool stays mounted");
 });

@@ -99,7 +99,7 @@ export class DiskPool {
       const tmp = `${base}.tmp`;
       try {
         mkdirSync(tmp, { mode: 0o711 });
-        await makeDisk(diskPathsIn(tmp), this.bytes);
+        await makeDisk(diskPathsIn(tmp), this.bytes, this.log);
         if (this.closed) {
           await this.discard([tmp]);
           break;

@@ -101,11 +101,21 @@ export async function formatImage(path: string, bytes: number): Promise<void> {
   await runTool("mkfs.ext4", [...MKFS_ARGS, path]);
 }
 
-/** Formats and mounts a new disk at d.disk (the disk pool's spares are made the same way). */
-export async function makeDisk(d: DiskPaths, bytes: number): Promise<void> {
+/**
+ * Formats and mounts a new disk at d.disk (the disk pool's spares are made
+ * the same way). The loop device then does direct I/O on the image: without
+ * it every block a sandbox writes sits in the page cache twice (the disk's
+ * and the image file's) and is written back twice, which on the project's
+ * machine cut a 1 GiB stdout from ~460 to ~150 MiB/s by its second run.
+ * A host filesystem without O_DIRECT keeps the buffered loop (logged).
+ */
+export async function makeDisk(d: DiskPaths, bytes: number, log: (m: string) => void): Promise<void> {
   mkdirSync(d.disk, { recursive: true, mode: 0o711 });
   await formatImage(d.diskImage, bytes);
   await runTool("mount", ["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", d.diskImage, d.disk]);
+  for (const dev of loopsBackedBy(d.diskImage)) {
+    await runTool("losetup", ["--direct-io=on", dev]).catch((e: Error) => log(`disk ${d.diskImage}: no direct I/O on ${dev}: ${e.message}`));
+  }
 }
 
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(1)} GiB`;

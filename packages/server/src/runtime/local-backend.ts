@@ -538,7 +538,7 @@ class LocalBackend implements Backend {
       if (!spec.blockNetwork) await this.ensureHostNet();
       if (this.disk && !spare) {
         const tm = performance.now();
-        await makeDisk(p, this.disk.bytes);
+        await makeDisk(p, this.disk.bytes, this.log);
         timings.diskMs += performance.now() - tm;
       }
       this.step("disk");
