@@ -10,7 +10,7 @@ import * as fsp from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { ensureBaseRootfsTar } from "../packages/server/src/images/base-image.js";
+import { ensureBaseRootfsTar } from "@sbx/server";
 import { OciBaseline } from "./baselines/oci.js";
 import { PodmanBaseline } from "./baselines/podman.js";
 import { benchConfig } from "./config.js";

@@ -11,7 +11,8 @@ import { SbxClient, type Sandbox } from "sbx";
 import { run } from "./proc.js";
 import { pool } from "./stats.js";
 
-export const REPO = resolve(import.meta.dirname, "..");
+/** The repository: the benchmark runs compiled from bench/dist (see bench/README.md). */
+export const REPO = resolve(import.meta.dirname, "../..");
 const CLI = join(REPO, "packages/cli/dist/main.js");
 
 export interface BenchServer {

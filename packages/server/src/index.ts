@@ -8,6 +8,8 @@ export { DEFAULT_PORT } from "./config.js";
 export { VERSION } from "./compose.js";
 export { buildOpenApi, PUBLIC_ROUTES, registeredRoutes } from "./api/index.js";
 export { compose } from "./compose.js";
+/** The host-wide Debian base rootfs tar (built once); benchmarks and tests run baselines on it. */
+export { ensureBaseRootfsTar } from "./images/index.js";
 
 export interface RunningServer {
   url: string;
