@@ -29,15 +29,17 @@ import {
   openSync,
   readdirSync,
   readFileSync,
-  readSync,
+  read,
   renameSync,
   rmSync,
   statfsSync,
   unlinkSync,
+  write,
   writeSync,
   constants as fsc,
 } from "node:fs";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { EXEC_ID_RE } from "./agent/proto.js";
 import { mountsUnder, openNoFollowSync, runTool, type DiskPaths, type SandboxPaths } from "./rootfs.js";
 
@@ -118,6 +120,9 @@ export async function makeDisk(d: DiskPaths, bytes: number, log: (m: string) => 
   }
 }
 
+const readAt = promisify(read);
+const writeAt = promisify(write);
+
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
 
 /**
@@ -152,7 +157,7 @@ export async function retainOutputs(p: SandboxPaths, retainBytes: number, log: (
     renameSync(p.runData, tmp);
   } else if (isMountPoint(p.disk) || existsSync(p.runData)) {
     rmSync(tmp, { recursive: true, force: true });
-    copyOutputs(p.runData, tmp, retainBytes);
+    await copyOutputs(p.runData, tmp, retainBytes);
   } else if (!existsSync(tmp)) {
     mkdirSync(join(tmp, "procs"), { recursive: true, mode: 0o755 });
   }
@@ -160,7 +165,12 @@ export async function retainOutputs(p: SandboxPaths, retainBytes: number, log: (
   renameSync(tmp, p.run);
 }
 
-function copyOutputs(from: string, to: string, budget: number): void {
+/**
+ * Async reads and writes: up to `retainBytes` (256 MiB by default) are
+ * copied, and a synchronous copy held the server's event loop (every API
+ * call) for a second or more while a big sandbox was destroyed.
+ */
+async function copyOutputs(from: string, to: string, budget: number): Promise<void> {
   mkdirSync(join(to, "procs"), { recursive: true, mode: 0o755 });
   let ids: string[] = [];
   try {
@@ -185,9 +195,9 @@ function copyOutputs(from: string, to: string, budget: number): void {
         try {
           let pos = 0;
           while (pos < want) {
-            const n = readSync(src, buf, 0, Math.min(buf.length, want - pos), pos);
+            const { bytesRead: n } = await readAt(src, buf, 0, Math.min(buf.length, want - pos), pos);
             if (n <= 0) break;
-            writeSync(dst, buf, 0, n);
+            for (let off = 0; off < n; ) off += (await writeAt(dst, buf, off, n - off)).bytesWritten;
             pos += n;
           }
           if (name !== "exit") left -= pos;
