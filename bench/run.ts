@@ -18,6 +18,7 @@ import type { Ctx } from "./context.js";
 import { describeMachine } from "./machine.js";
 import { renderTable, type SectionResult } from "./report.js";
 import { createAndEcho } from "./sbx-ops.js";
+import { run } from "./proc.js";
 import { burst } from "./sections/burst.js";
 import { coldStart } from "./sections/cold.js";
 import { density } from "./sections/density.js";
@@ -99,6 +100,12 @@ async function main(): Promise<number> {
       results.push({ name, rows: [], data: {}, notes: [`${name}: skipped, the run's time budget was used up`], error: "skipped: out of time" });
       continue;
     }
+    // The host's dirty pages written back first: the set-up's unpacks (the
+    // image in the server, the rootfs for runc/podman) and one section's
+    // writes are otherwise written back during the next section, on the
+    // same two cores, and counted as its cost.
+    const synced = await run(["sync"], { timeoutMs: 120_000 });
+    log(`${name}: host writeback flushed (sync, ${(synced.ms / 1000).toFixed(1)} s)`);
     try {
       results.push(await SECTIONS[name]!(ctx));
     } catch (e) {

@@ -3,6 +3,7 @@
 // `head -c N /dev/zero | cat > /dev/null`. Figures are times per GiB, so
 // p95/max are the slow tail; the ratio is a rate ratio (baseline ms ÷ sbx ms).
 import { barePipe } from "../baselines/pipe.js";
+import { run } from "../proc.js";
 import { limit, type Ctx } from "../context.js";
 import type { Row, SectionResult } from "../report.js";
 import { readStdout, SANDBOX_TIMEOUT_MS, writeStdin, type Transfer } from "../sbx-ops.js";
@@ -23,6 +24,7 @@ export async function throughput(ctx: Ctx): Promise<SectionResult> {
   // back to the stdout sandbox's disk for a while after they were read, and
   // terminating it drops what is left, so the stdin figure is stdin's alone.
   for (const dir of ["stdout", "stdin"] as const) {
+    if (dir === "stdin") await run(["sync"], { timeoutMs: 120_000 }); // what the stdout sandbox's destroy wrote
     const sb = await server.client.sandboxes.create(app, undefined, { timeoutMs: SANDBOX_TIMEOUT_MS });
     try {
       ctx.log(`throughput: sbx ${dir} × ${t.iterations}`);

@@ -213,6 +213,39 @@ test("stdin writes carry offsets, survive a dropped connection and re-send what 
   }
 });
 
+test("stdin writes own their bytes: the caller may refill its buffer at once, and a reused copy buffer never mixes writes", async () => {
+  const received: Buffer[] = [];
+  const srv = await serve((req, res, body) => {
+    received.push(Buffer.from(body));
+    const offset = Number(new URL(req.url!, "http://x").searchParams.get("offset"));
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ offset: offset + body.length }));
+  });
+  try {
+    const sender = new StdinSender(srv.http, "/v1/sandboxes/sb-1/execs/ex-1", undefined, 0);
+    const buf = new Uint8Array(8);
+    const expected: number[] = [];
+    // Awaited writes (the second and later copy into the first's buffer),
+    // then queued ones that overlap, each written from the same caller buffer.
+    for (const fill of [1, 2, 3]) {
+      buf.fill(fill);
+      await sender.write(buf);
+      expected.push(...buf);
+    }
+    const queued: Promise<void>[] = [];
+    for (const [fill, len] of [[4, 8], [5, 3], [6, 8]] as const) {
+      buf.fill(fill);
+      queued.push(sender.write(buf.subarray(0, len)));
+      expected.push(...buf.subarray(0, len));
+    }
+    buf.fill(0);
+    await Promise.all(queued);
+    assert.deepEqual([...Buffer.concat(received)], expected);
+  } finally {
+    await srv.close();
+  }
+});
+
 test("stdin of a process looked up by id starts at the server's offset", async () => {
   const offsets: number[] = [];
   let total = 5; // bytes another handle wrote earlier

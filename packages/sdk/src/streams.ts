@@ -254,6 +254,8 @@ export function outputStream<T extends string | Uint8Array>(
 
 /** Stops re-sending when the server accepts nothing for this many rounds in a row. */
 const MAX_STDIN_STALLS = 20;
+/** The largest write buffer a StdinSender keeps for reuse. */
+const MAX_SPARE_BYTES = 16 << 20;
 
 /**
  * Sends stdin bytes in order, each write with the offset of its first byte.
@@ -277,10 +279,30 @@ export class StdinSender {
     this.#offset = startOffset;
   }
 
+  /**
+   * The buffer of the last write that went through, kept for the next
+   * write's copy: a fresh buffer of MiBs faults in every page, which on a
+   * VM cost the client more than the copy and the upload together.
+   */
+  #spare: ArrayBuffer | undefined;
+
   write(bytes: Uint8Array): Promise<void> {
     if (this.#closed) return Promise.reject(new ConflictError("stdin is closed"));
-    const copy = bytes.slice();
-    return this.#enqueue(() => this.#send(copy));
+    // A copy: the caller may reuse its buffer as soon as this returns.
+    const copy = this.#copyOf(bytes);
+    return this.#enqueue(async () => {
+      await this.#send(copy);
+      if (copy.buffer.byteLength <= MAX_SPARE_BYTES && copy.buffer.byteLength > (this.#spare?.byteLength ?? 0)) this.#spare = copy.buffer as ArrayBuffer;
+    });
+  }
+
+  #copyOf(bytes: Uint8Array): Uint8Array {
+    const spare = this.#spare;
+    if (!spare || spare.byteLength < bytes.length) return bytes.slice();
+    this.#spare = undefined;
+    const copy = new Uint8Array(spare, 0, bytes.length);
+    copy.set(bytes);
+    return copy;
   }
 
   close(): Promise<void> {
