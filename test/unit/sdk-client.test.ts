@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -573,5 +573,6 @@ test("configuration: options, then env, then the config file, then the default",
     assert.throws(() => new SbxClient(), InvalidError);
   } finally {
     process.env = saved;
+    rmSync(dir, { recursive: true, force: true });
   }
 });
