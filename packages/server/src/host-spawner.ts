@@ -60,9 +60,10 @@ export class HostSpawner implements ToolRunner {
       stdio: ["ignore", "ignore", "inherit"],
     });
     child.unref();
-    const agent = new AgentClient(join(dir, "agent.sock"), { log, alive: () => child.exitCode === null && child.signalCode === null });
+    const alive = () => child.exitCode === null && child.signalCode === null;
+    const agent = new AgentClient(join(dir, "agent.sock"), { log, alive });
     try {
-      await agent.start({ timeoutMs: 5000, alive: () => child.exitCode === null && child.signalCode === null });
+      await agent.start({ timeoutMs: 5000, alive });
     } catch (e) {
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });

@@ -98,8 +98,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class SandboxService {
   private readonly live = new Map<string, LiveSandbox>();
   private readonly changes = new EventEmitter();
-  /** Teardowns in flight: close() waits for them, so no mount outlives the server by accident. */
-  /** Host cleanups in progress, by sandbox: a second finish() waits for the first one's. */
+  /**
+   * Host cleanups in progress, by sandbox: a second finish() waits for the
+   * first one's, and close() for all, so no mount outlives the server by accident.
+   */
   private readonly cleanups = new Map<string, Promise<unknown>>();
   private closed = false;
 

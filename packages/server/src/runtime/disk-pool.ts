@@ -17,7 +17,7 @@
 // and removes the spares: a stopped server leaves nothing mounted.
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { makeDisk, removeDisk } from "./disk.js";
+import { isMountPoint, makeDisk, removeDisk } from "./disk.js";
 import { diskPathsIn, mountsUnder } from "./rootfs.js";
 
 /** Wait after a take before refilling, so the refill does not compete with that create. */
@@ -27,7 +27,7 @@ function isCompleteSpare(path: string, bytes: number): boolean {
   if (path.endsWith(".tmp")) return false;
   const d = diskPathsIn(path);
   try {
-    return statSync(d.diskImage).size === bytes && mountsUnder(d.disk).includes(d.disk);
+    return statSync(d.diskImage).size === bytes && isMountPoint(d.disk);
   } catch {
     return false;
   }

@@ -65,7 +65,7 @@ export class DiskError extends Error {
   }
 }
 
-function isMountPoint(path: string): boolean {
+export function isMountPoint(path: string): boolean {
   return mountsUnder(path).includes(path);
 }
 

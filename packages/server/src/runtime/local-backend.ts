@@ -612,7 +612,7 @@ class LocalBackend implements Backend {
       // says HELLO. An entrypoint runs at start, so it gets its network first.
       const startEarly = !spec.command;
       const tc = performance.now();
-      const bundleOpts = { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog, runtimeLog: p.consoleLog };
+      const bundleOpts = { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog };
       await (startEarly ? this.rt.run(id, bundleOpts) : this.rt.create(id, bundleOpts));
       undo.push(async () => {
         await this.rt.delete(id, true);

@@ -9,6 +9,13 @@ import { toolRunner, type ToolResult } from "../run-tool.js";
 
 export type RuntimeName = "runc" | "crun";
 
+/** A container to create from its bundle; `consoleLog` gets the runtime's and PID 1's stdout and stderr. */
+export interface BundleRun {
+  bundle: string;
+  pidFile: string;
+  consoleLog: string;
+}
+
 export class RuntimeError extends Error {
   constructor(
     message: string,
@@ -80,11 +87,11 @@ export class OciRuntime {
   }
 
   /**
-   * `create --bundle B --pid-file P --log L id`, with the container's stdout
-   * and stderr on `consoleLog` (appended). runc's own messages go to L and
-   * are folded into the error on failure.
+   * `create --bundle B --pid-file P id`, with the runtime's and the
+   * container's stdout and stderr appended to `consoleLog`, whose tail is
+   * folded into the error on failure.
    */
-  async create(id: string, opts: { bundle: string; pidFile: string; consoleLog: string; runtimeLog: string }): Promise<void> {
+  async create(id: string, opts: BundleRun): Promise<void> {
     await this.createWith("create", [], id, opts);
   }
 
@@ -93,11 +100,11 @@ export class OciRuntime {
    * process start than create + start, ~25 ms here), for a container whose
    * PID 1 waits for instructions before running anything.
    */
-  async run(id: string, opts: { bundle: string; pidFile: string; consoleLog: string; runtimeLog: string }): Promise<void> {
+  async run(id: string, opts: BundleRun): Promise<void> {
     await this.createWith("run", ["--detach"], id, opts);
   }
 
-  private async createWith(sub: "create" | "run", flags: string[], id: string, opts: { bundle: string; pidFile: string; consoleLog: string }): Promise<void> {
+  private async createWith(sub: "create" | "run", flags: string[], id: string, opts: BundleRun): Promise<void> {
     await this.invoke(sub, [...flags, "--bundle", opts.bundle, "--pid-file", opts.pidFile, id], opts.consoleLog).catch((e: unknown) => {
       if (e instanceof RuntimeError) {
         let tail = "";
