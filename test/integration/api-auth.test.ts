@@ -71,3 +71,17 @@ test("the admin token works; it is stored only as a hash", async () => {
   assert.equal(db.includes(Buffer.from(token)), false);
   assert.equal(db.includes(Buffer.from(token.split("_").at(-1)!)), false);
 });
+
+test("a known token's id with another secret is refused, however often the real one was used", async () => {
+  const token = composed.newAdminToken!;
+  const headers = (t: string) => ({ authorization: `Bearer ${t}` });
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await composed.api.inject({ method: "GET", url: "/v1/secrets", headers: headers(token) })).statusCode, 200);
+  }
+  const secret = token.split("_").at(-1)!;
+  const flipped = (secret[0] === "A" ? "B" : "A") + secret.slice(1);
+  const forged = token.slice(0, token.length - secret.length) + flipped;
+  const res = await composed.api.inject({ method: "GET", url: "/v1/secrets", headers: headers(forged) });
+  assert.equal(res.statusCode, 401);
+  assert.equal(res.json().error.code, "unauthenticated");
+});

@@ -38,15 +38,16 @@ export function execPath(sandboxId: string, execId: string): string {
 export class ContainerProcess<T extends string | Uint8Array = string> {
   readonly sandboxId: string;
   readonly execId: string;
-  /** stdin: writeText(), writeBytes(), close() (EOF). */
-  readonly stdin: SbxWritableStream;
-  /** stdout: strings in text mode, Uint8Array in binary mode; readText(), readBytes(), for await. */
-  readonly stdout: SbxReadableStream<T>;
-  readonly stderr: SbxReadableStream<T>;
   /** null while running; the exit code, or 128 + signal. Updated by poll() and wait(). */
   returncode: number | null = null;
   readonly #ctx: SandboxContext;
   readonly #path: string;
+  readonly #opts: ProcessOptions;
+  // The streams are made on first use: most callers touch one or none of
+  // the three, and making them costs more CPU than the exec call itself.
+  #stdin: SbxWritableStream | undefined;
+  #stdout: SbxReadableStream<T> | undefined;
+  #stderr: SbxReadableStream<T> | undefined;
 
   /** @internal Made by Sandbox.exec() and for the sandbox's entrypoint. */
   constructor(ctx: SandboxContext, execId: string, opts: ProcessOptions) {
@@ -54,12 +55,29 @@ export class ContainerProcess<T extends string | Uint8Array = string> {
     this.sandboxId = ctx.sandboxId;
     this.execId = execId;
     this.#path = execPath(ctx.sandboxId, execId);
-    const { http, detached } = ctx;
-    this.stdin = new SbxWritableStream(new StdinSender(http, this.#path, detached, opts.stdinOffset));
+    this.#opts = opts;
+  }
+
+  /** stdin: writeText(), writeBytes(), close() (EOF). */
+  get stdin(): SbxWritableStream {
+    const { http, detached } = this.#ctx;
+    return (this.#stdin ??= new SbxWritableStream(new StdinSender(http, this.#path, detached, this.#opts.stdinOffset)));
+  }
+
+  /** stdout: strings in text mode, Uint8Array in binary mode; readText(), readBytes(), for await. */
+  get stdout(): SbxReadableStream<T> {
+    return (this.#stdout ??= this.#output("stdout"));
+  }
+
+  get stderr(): SbxReadableStream<T> {
+    return (this.#stderr ??= this.#output("stderr"));
+  }
+
+  #output(name: "stdout" | "stderr"): SbxReadableStream<T> {
+    const { http, detached } = this.#ctx;
     // A stream read to its end brings the exit code with it (a trailer): wait() then needs no call.
     const onExit = (code: number) => void (this.returncode ??= code);
-    this.stdout = outputStream<T>(http, this.#path, "stdout", opts.mode, opts.stdout === "pipe", detached, onExit);
-    this.stderr = outputStream<T>(http, this.#path, "stderr", opts.mode, opts.stderr === "pipe", detached, onExit);
+    return outputStream<T>(http, this.#path, name, this.#opts.mode, this.#opts[name] === "pipe", detached, onExit);
   }
 
   /** The exit code if the process has exited, else null. */

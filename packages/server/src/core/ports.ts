@@ -355,6 +355,8 @@ export interface Store {
 
   insertSandbox(sb: SandboxRecord): void;
   getSandbox(sandboxId: string): SandboxRecord | null;
+  /** The workspace a sandbox belongs to (through its app), or null if there is no such sandbox. */
+  sandboxWorkspaceId(sandboxId: string): string | null;
   /** Sandboxes whose state is not finished. */
   listActiveSandboxes(filter?: { workspaceId?: string; appId?: string; afterId?: string; limit?: number }): SandboxRecord[];
   findActiveByName(appId: string, name: string): SandboxRecord | null;

@@ -471,9 +471,8 @@ export class SandboxService {
 
   /** Another workspace's sandbox is answered as a missing one is. */
   private authorize(scope: Scope, sandboxId: string): void {
-    const rec = this.deps.store.getSandbox(sandboxId);
-    const app = rec ? this.deps.store.findApp(rec.appId) : null;
-    if (!rec || !app || app.workspaceId !== scope.workspaceId) {
+    // One indexed join, not the whole record: every call on a sandbox starts here.
+    if (this.deps.store.sandboxWorkspaceId(sandboxId) !== scope.workspaceId) {
       throw new NotFoundError(`sandbox ${sandboxId} does not exist`);
     }
   }
@@ -666,10 +665,10 @@ export class SandboxService {
   }
 
   private execOf(sandboxId: string, execId: string): ExecRecord {
-    this.mustGet(sandboxId);
     const rec = this.deps.store.getExec(sandboxId, execId);
-    if (!rec) throw new NotFoundError(`process ${execId} does not exist in sandbox ${sandboxId}`);
-    return rec;
+    if (rec) return rec;
+    this.mustGet(sandboxId); // a missing sandbox is reported as such
+    throw new NotFoundError(`process ${execId} does not exist in sandbox ${sandboxId}`);
   }
 
   async waitExec(scope: Scope, sandboxId: string, execId: string, timeoutMs: number, signal?: AbortSignal): Promise<ExecRecord> {

@@ -4,7 +4,7 @@
 // start, for the caller to hand to the operator.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { newId } from "./ids.js";
-import type { Scope, Store } from "./ports.js";
+import type { Scope, Store, TokenRecord } from "./ports.js";
 
 /** The workspace every data dir starts with; the admin token belongs to it. */
 export const DEFAULT_WORKSPACE_ID = "ws-default";
@@ -22,7 +22,17 @@ export function mintToken(): { token: string; id: string; hash: string } {
   return { token: `sbx_${id.slice(3)}_${secret}`, id, hash: hashToken(secret) };
 }
 
+/** Token rows kept in memory at most; past this, lookups go to the store. */
+const KNOWN_TOKENS_MAX = 10_000;
+
 export class TokenService {
+  /**
+   * Token rows already read, by id. Every request verifies a token, and a
+   * token row never changes once written (there is no revoke yet; one must
+   * delete from here too). The secret is still hashed and compared each time.
+   */
+  private readonly known = new Map<string, TokenRecord>();
+
   constructor(private readonly store: Store) {}
 
   /** Creates the admin token when the store has none; returns it then, else null. */
@@ -46,7 +56,9 @@ export class TokenService {
   verify(token: string): Scope | null {
     const m = TOKEN_RE.exec(token);
     if (!m) return null;
-    const stored = this.store.getToken(`tk-${m[1]}`);
+    const id = `tk-${m[1]}`;
+    const stored = this.known.get(id) ?? this.store.getToken(id);
+    if (stored && this.known.size < KNOWN_TOKENS_MAX) this.known.set(id, stored);
     // Hash anyway, so a wrong id costs what a wrong secret does.
     const presented = Buffer.from(hashToken(m[2]!), "hex");
     const expected = Buffer.from(stored?.hash ?? "0".repeat(64), "hex");

@@ -155,6 +155,9 @@ class SqliteStore implements Store {
            @tags, @createdAt, @deadlineAt, @finishedAt, @readyAt, @sealedEnv)`,
       ),
       sandboxById: db.prepare("SELECT * FROM sandboxes WHERE sandbox_id = ?"),
+      sandboxWorkspace: db.prepare(
+        "SELECT a.workspace_id FROM sandboxes s JOIN apps a ON a.app_id = s.app_id WHERE s.sandbox_id = ?",
+      ),
       activeByName: db.prepare("SELECT * FROM sandboxes WHERE app_id = ? AND name = ? AND state != 'finished'"),
       insertEvent: db.prepare("INSERT INTO events (sandbox_id, type, at, reason, returncode) VALUES (?, ?, ?, ?, ?)"),
       events: db.prepare("SELECT * FROM events WHERE sandbox_id = ? ORDER BY seq"),
@@ -228,6 +231,10 @@ class SqliteStore implements Store {
   getSandbox(sandboxId: string): SandboxRecord | null {
     const r = this.stmts.sandboxById.get(sandboxId) as Row | undefined;
     return r ? sandboxFromRow(r) : null;
+  }
+  sandboxWorkspaceId(sandboxId: string): string | null {
+    const r = this.stmts.sandboxWorkspace.get(sandboxId) as { workspace_id: string } | undefined;
+    return r?.workspace_id ?? null;
   }
   listActiveSandboxes(
     filter: { workspaceId?: string; appId?: string; afterId?: string; limit?: number } = {},
