@@ -404,7 +404,12 @@ export interface Store {
 
 /** Reads what processes wrote, from the durable run directory, live or finished. */
 export interface OutputReader {
-  /** Yields bytes from `offset` until `isDone()` is true and every byte was yielded. */
+  /**
+   * Yields bytes from `offset` until `isDone()` is true and every byte was
+   * yielded. `onDone`, when given, subscribes a wake-up to the moment the
+   * process's end is known (returning the unsubscribe), so the stream need
+   * not wait for the agent's exit file to show up.
+   */
   follow(
     sandboxId: string,
     execId: string,
@@ -412,6 +417,7 @@ export interface OutputReader {
     offset: number,
     isDone: () => boolean,
     signal: AbortSignal,
+    onDone?: (wake: () => void) => () => void,
   ): AsyncGenerator<Uint8Array>;
   /** The exit status the agent recorded for a process, if any. */
   exitStatus(sandboxId: string, execId: string): Promise<ExitStatus | null>;

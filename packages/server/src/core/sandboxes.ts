@@ -702,7 +702,12 @@ export class SandboxService {
       const rec = this.deps.store.getExec(sandboxId, execId);
       return rec === null || rec.returncode !== null;
     };
-    return this.deps.output.follow(sandboxId, execId, stream, offset, isDone, signal);
+    const key = `exec:${sandboxId}:${execId}`;
+    const onDone = (wake: () => void) => {
+      this.changes.on(key, wake);
+      return () => void this.changes.off(key, wake);
+    };
+    return this.deps.output.follow(sandboxId, execId, stream, offset, isDone, signal, onDone);
   }
 
   /** Writes stdin bytes at `offset`; returns the total the process has accepted. */

@@ -17,7 +17,11 @@ const CHUNK = 1024 * 1024;
 const POLL_MS = 50;
 
 export class FileOutputReader implements OutputReader {
-  constructor(private readonly dataDir: string) {}
+  /** `pollMs`: the fallback poll's interval (tests set it long, to see that wake-ups alone suffice). */
+  constructor(
+    private readonly dataDir: string,
+    private readonly pollMs = POLL_MS,
+  ) {}
 
   async exitStatus(sandboxId: string, execId: string): Promise<ExitStatus | null> {
     const b = readFileNoFollow(this.runDir(sandboxId), `procs/${execId}/exit`, 64);
@@ -35,15 +39,23 @@ export class FileOutputReader implements OutputReader {
     offset: number,
     isDone: () => boolean,
     signal: AbortSignal,
+    onDone?: (wake: () => void) => () => void,
   ): AsyncGenerator<Uint8Array> {
     const run = this.runDir(sandboxId);
     const rel = `procs/${execId}/${stream}`;
     let fd: number | null = null;
     let pos = offset;
     let wake: (() => void) | null = null;
+    // Set by news that came while nobody waited (between a look and the
+    // wait), so the wait does not sleep through it.
+    let news = false;
+    const poke = () => {
+      news = true;
+      wake?.();
+    };
     let watcher: FSWatcher | null = null;
-    const onAbort = () => wake?.();
-    signal.addEventListener("abort", onAbort);
+    signal.addEventListener("abort", poke);
+    const unsubscribe = onDone?.(poke);
     const size = (): number => {
       fd ??= openNoFollowSync(run, rel);
       return fd === null ? 0 : fstatSync(fd).size;
@@ -51,6 +63,7 @@ export class FileOutputReader implements OutputReader {
     try {
       for (;;) {
         if (signal.aborted) return;
+        news = false;
         const end = size();
         if (end > pos && fd !== null) {
           while (pos < end && !signal.aborted) {
@@ -63,20 +76,22 @@ export class FileOutputReader implements OutputReader {
           continue;
         }
         // Nothing new. Done when the process has ended and its last bytes were read:
-        // the agent writes the exit file only after reaping, so every write is in.
+        // the agent reports the end only after reaping, so every write is in.
         if (isDone() || (await this.exitStatus(sandboxId, execId)) !== null) {
           if (size() > pos) continue;
           return;
         }
         if (!watcher) {
           try {
-            watcher = watch(`${run}/procs/${execId}`, () => wake?.());
+            watcher = watch(`${run}/procs/${execId}`, poke);
+            continue; // look once more: a change before the watch began is not reported
           } catch {
             watcher = null; // not there yet: poll
           }
         }
+        if (news) continue;
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, POLL_MS);
+          const t = setTimeout(resolve, this.pollMs);
           wake = () => {
             clearTimeout(t);
             resolve();
@@ -85,7 +100,8 @@ export class FileOutputReader implements OutputReader {
         wake = null;
       }
     } finally {
-      signal.removeEventListener("abort", onAbort);
+      signal.removeEventListener("abort", poke);
+      unsubscribe?.();
       watcher?.close();
       if (fd !== null) closeSync(fd);
     }
