@@ -446,12 +446,12 @@ static void proc_finish(struct agent *a, int idx, int st)
 	p->gen = ++a->gen;
 
 	/*
-	 * The server first: a waiter is answered without the file's ~0.2 ms of
-	 * ext4 work. Both come after the reap, so either one means every byte
-	 * of output is written; the file is for a server that is not listening.
+	 * The file before the event: whoever hears EXIT may read the process's
+	 * directory and remove it (the server's host tool runner does), and the
+	 * agent must not write into it after that.
 	 */
-	broadcast_exit(a, id, code, reason);
 	write_exit_file(a, id, code, reason);
+	broadcast_exit(a, id, code, reason);
 	if (is_entry)
 		exit(code); /* replies were flushed best-effort by broadcast_exit */
 }
