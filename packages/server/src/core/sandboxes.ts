@@ -158,7 +158,8 @@ export class SandboxService {
         ...(req.memoryMiB !== undefined ? { memoryReservationBytes: req.memoryMiB * 1024 * 1024 } : {}),
         ...(claimed ? { pooled: true } : {}),
       },
-      sealedEnv: claimed ? this.deps.secrets.sealEnv(execEnv) : null,
+      // Kept (sealed) for a server restart to give a claimed sandbox's commands their env again.
+      sealedEnv: claimed && Object.keys(execEnv).length > 0 ? this.deps.secrets.sealEnv(execEnv) : null,
       imageId: null,
       returncode: null,
       finishReason: null,
@@ -188,12 +189,15 @@ export class SandboxService {
       if (claimed) void this.discard(claimed.handle);
       return this.mustGet(record.sandboxId);
     }
-    this.moveTo(record.sandboxId, "scheduled", "Scheduled", claimed ? "admitted (warm pool)" : "admitted");
-
     if (claimed) {
-      store.updateSandbox(record.sandboxId, { imageId: claimed.image.imageId });
-      store.grantImage(scope.workspaceId, claimed.image.imageId);
-      this.moveTo(record.sandboxId, "started", "Started", null);
+      // One commit for everything a claim records: a warm start is a few
+      // ms, and on a small host each commit is a noticeable part of it.
+      store.transaction(() => {
+        this.moveTo(record.sandboxId, "scheduled", "Scheduled", "admitted (warm pool)");
+        store.updateSandbox(record.sandboxId, { imageId: claimed.image.imageId });
+        store.grantImage(scope.workspaceId, claimed.image.imageId);
+        this.moveTo(record.sandboxId, "started", "Started", null);
+      });
       const live = this.attach(record.sandboxId, claimed.handle, record.deadlineAt, { execEnv, workdir: req.workdir });
       // As at a cold start, a workdir the image lacks is created.
       if (req.workdir && (await this.internalExec(live, "setup", ["mkdir", "-p", "--", req.workdir], 10_000).catch(() => -1)) !== 0) {
@@ -203,6 +207,7 @@ export class SandboxService {
       return this.mustGet(record.sandboxId);
     }
 
+    this.moveTo(record.sandboxId, "scheduled", "Scheduled", "admitted");
     let handle: RuntimeSandbox;
     try {
       const image = await this.deps.images.resolve(

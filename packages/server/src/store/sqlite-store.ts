@@ -137,6 +137,8 @@ const SANDBOX_COLUMNS: Record<string, string> = {
 
 class SqliteStore implements Store {
   private readonly stmts;
+  /** Statements prepared by sql(), by their text. */
+  private readonly prepared = new Map<string, Database.Statement>();
 
   constructor(private readonly db: Database.Database) {
     this.stmts = {
@@ -172,6 +174,19 @@ class SqliteStore implements Store {
     };
   }
 
+  /**
+   * A prepared statement for `text`, prepared once: preparing costs more
+   * than running a one-row statement (~0.3 ms against ~0.03 ms here).
+   */
+  private sql(text: string): Database.Statement {
+    let stmt = this.prepared.get(text);
+    if (!stmt) {
+      stmt = this.db.prepare(text);
+      this.prepared.set(text, stmt);
+    }
+    return stmt;
+  }
+
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn)();
   }
@@ -196,18 +211,18 @@ class SqliteStore implements Store {
   }
 
   insertWorkspace(w: WorkspaceRecord): void {
-    this.db.prepare("INSERT INTO workspaces (workspace_id, name, created_at) VALUES (?, ?, ?)").run(w.workspaceId, w.name, w.createdAt);
+    this.sql("INSERT INTO workspaces (workspace_id, name, created_at) VALUES (?, ?, ?)").run(w.workspaceId, w.name, w.createdAt);
   }
   getWorkspace(workspaceId: string): WorkspaceRecord | null {
-    const r = this.db.prepare("SELECT * FROM workspaces WHERE workspace_id = ?").get(workspaceId) as Row | undefined;
+    const r = this.sql("SELECT * FROM workspaces WHERE workspace_id = ?").get(workspaceId) as Row | undefined;
     return r ? workspaceFromRow(r) : null;
   }
   findWorkspaceByName(name: string): WorkspaceRecord | null {
-    const r = this.db.prepare("SELECT * FROM workspaces WHERE name = ?").get(name) as Row | undefined;
+    const r = this.sql("SELECT * FROM workspaces WHERE name = ?").get(name) as Row | undefined;
     return r ? workspaceFromRow(r) : null;
   }
   listWorkspaces(): WorkspaceRecord[] {
-    return (this.db.prepare("SELECT * FROM workspaces ORDER BY name").all() as Row[]).map(workspaceFromRow);
+    return (this.sql("SELECT * FROM workspaces ORDER BY name").all() as Row[]).map(workspaceFromRow);
   }
 
   findAppByName(workspaceId: string, name: string): AppRecord | null {
@@ -222,7 +237,7 @@ class SqliteStore implements Store {
     this.stmts.insertApp.run(app.appId, app.workspaceId, app.name, app.createdAt);
   }
   setAppWarmPoolSize(appId: string, size: number | null): void {
-    this.db.prepare("UPDATE apps SET warm_pool_size = ? WHERE app_id = ?").run(size, appId);
+    this.sql("UPDATE apps SET warm_pool_size = ? WHERE app_id = ?").run(size, appId);
   }
 
   insertSandbox(sb: SandboxRecord): void {
@@ -254,8 +269,8 @@ class SqliteStore implements Store {
       args.push(filter.afterId);
     }
     const limit = filter.limit ?? -1;
-    const rows = this.db
-      .prepare(`SELECT * FROM sandboxes WHERE ${where.join(" AND ")} ORDER BY sandbox_id LIMIT ${limit}`)
+    const rows = this
+      .sql(`SELECT * FROM sandboxes WHERE ${where.join(" AND ")} ORDER BY sandbox_id LIMIT ${limit}`)
       .all(...args) as Row[];
     return rows.map(sandboxFromRow);
   }
@@ -273,7 +288,7 @@ class SqliteStore implements Store {
       args.push(key === "tags" ? JSON.stringify(value) : value);
     }
     if (sets.length === 0) return;
-    this.db.prepare(`UPDATE sandboxes SET ${sets.join(", ")} WHERE sandbox_id = ?`).run(...args, sandboxId);
+    this.sql(`UPDATE sandboxes SET ${sets.join(", ")} WHERE sandbox_id = ?`).run(...args, sandboxId);
   }
 
   insertEvent(e: EventRecord): void {
@@ -304,56 +319,57 @@ class SqliteStore implements Store {
   }
 
   insertSecret(sec: SecretRecord): void {
-    this.db
-      .prepare("INSERT INTO secrets (workspace_id, name, keys, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
+    this
+      .sql("INSERT INTO secrets (workspace_id, name, keys, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
       .run(sec.workspaceId, sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
   }
   replaceSecret(sec: SecretRecord): void {
-    this.db
-      .prepare("INSERT OR REPLACE INTO secrets (workspace_id, name, keys, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
+    this
+      .sql("INSERT OR REPLACE INTO secrets (workspace_id, name, keys, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
       .run(sec.workspaceId, sec.name, JSON.stringify(sec.keys), sec.sealed, sec.createdAt);
   }
   getSecret(workspaceId: string, name: string): SecretRecord | null {
-    const r = this.db.prepare("SELECT * FROM secrets WHERE workspace_id = ? AND name = ?").get(workspaceId, name) as Row | undefined;
+    const r = this.sql("SELECT * FROM secrets WHERE workspace_id = ? AND name = ?").get(workspaceId, name) as Row | undefined;
     return r ? secretFromRow(r) : null;
   }
   listSecrets(workspaceId: string): SecretRecord[] {
-    return (this.db.prepare("SELECT * FROM secrets WHERE workspace_id = ? ORDER BY name").all(workspaceId) as Row[]).map(secretFromRow);
+    return (this.sql("SELECT * FROM secrets WHERE workspace_id = ? ORDER BY name").all(workspaceId) as Row[]).map(secretFromRow);
   }
   deleteSecret(workspaceId: string, name: string): boolean {
-    return this.db.prepare("DELETE FROM secrets WHERE workspace_id = ? AND name = ?").run(workspaceId, name).changes > 0;
+    return this.sql("DELETE FROM secrets WHERE workspace_id = ? AND name = ?").run(workspaceId, name).changes > 0;
   }
 
   insertVolume(v: VolumeRecord): void {
-    this.db
-      .prepare("INSERT INTO volumes (volume_id, workspace_id, name, ephemeral, created_at) VALUES (?, ?, ?, ?, ?)")
+    this
+      .sql("INSERT INTO volumes (volume_id, workspace_id, name, ephemeral, created_at) VALUES (?, ?, ?, ?, ?)")
       .run(v.volumeId, v.workspaceId, v.name, v.ephemeral ? 1 : 0, v.createdAt);
   }
   getVolume(volumeId: string): VolumeRecord | null {
-    const r = this.db.prepare("SELECT * FROM volumes WHERE volume_id = ?").get(volumeId) as Row | undefined;
+    const r = this.sql("SELECT * FROM volumes WHERE volume_id = ?").get(volumeId) as Row | undefined;
     return r ? volumeFromRow(r) : null;
   }
   findVolumeByName(workspaceId: string, name: string): VolumeRecord | null {
-    const r = this.db.prepare("SELECT * FROM volumes WHERE workspace_id = ? AND name = ?").get(workspaceId, name) as Row | undefined;
+    const r = this.sql("SELECT * FROM volumes WHERE workspace_id = ? AND name = ?").get(workspaceId, name) as Row | undefined;
     return r ? volumeFromRow(r) : null;
   }
   listVolumes(workspaceId: string): VolumeRecord[] {
     return (
-      this.db.prepare("SELECT * FROM volumes WHERE workspace_id = ? ORDER BY created_at, volume_id").all(workspaceId) as Row[]
+      this.sql("SELECT * FROM volumes WHERE workspace_id = ? ORDER BY created_at, volume_id").all(workspaceId) as Row[]
     ).map(volumeFromRow);
   }
   deleteVolume(volumeId: string): void {
-    this.db.prepare("DELETE FROM sandbox_volumes WHERE volume_id = ?").run(volumeId);
-    this.db.prepare("DELETE FROM volumes WHERE volume_id = ?").run(volumeId);
+    this.sql("DELETE FROM sandbox_volumes WHERE volume_id = ?").run(volumeId);
+    this.sql("DELETE FROM volumes WHERE volume_id = ?").run(volumeId);
   }
   attachVolumes(sandboxId: string, volumeIds: string[]): void {
-    const stmt = this.db.prepare("INSERT OR IGNORE INTO sandbox_volumes (sandbox_id, volume_id) VALUES (?, ?)");
+    if (volumeIds.length === 0) return;
+    const stmt = this.sql("INSERT OR IGNORE INTO sandbox_volumes (sandbox_id, volume_id) VALUES (?, ?)");
     for (const v of volumeIds) stmt.run(sandboxId, v);
   }
   activeSandboxesUsingVolume(volumeId: string): string[] {
     return (
-      this.db
-        .prepare(
+      this
+        .sql(
           `SELECT s.sandbox_id FROM sandbox_volumes sv JOIN sandboxes s ON s.sandbox_id = sv.sandbox_id
            WHERE sv.volume_id = ? AND s.state != 'finished'`,
         )
@@ -361,29 +377,29 @@ class SqliteStore implements Store {
     ).map((r) => r.sandbox_id as string);
   }
   volumesOfSandbox(sandboxId: string): string[] {
-    return (this.db.prepare("SELECT volume_id FROM sandbox_volumes WHERE sandbox_id = ?").all(sandboxId) as Row[]).map(
+    return (this.sql("SELECT volume_id FROM sandbox_volumes WHERE sandbox_id = ?").all(sandboxId) as Row[]).map(
       (r) => r.volume_id as string,
     );
   }
 
   grantImage(workspaceId: string, imageId: string): void {
-    this.db
-      .prepare("INSERT OR IGNORE INTO image_grants (workspace_id, image_id, granted_at) VALUES (?, ?, ?)")
+    this
+      .sql("INSERT OR IGNORE INTO image_grants (workspace_id, image_id, granted_at) VALUES (?, ?, ?)")
       .run(workspaceId, imageId, new Date().toISOString());
   }
   hasImageGrant(workspaceId: string, imageId: string): boolean {
-    return this.db.prepare("SELECT 1 FROM image_grants WHERE workspace_id = ? AND image_id = ?").get(workspaceId, imageId) !== undefined;
+    return this.sql("SELECT 1 FROM image_grants WHERE workspace_id = ? AND image_id = ?").get(workspaceId, imageId) !== undefined;
   }
   imageGrants(workspaceId: string): string[] {
-    return (this.db.prepare("SELECT image_id FROM image_grants WHERE workspace_id = ?").all(workspaceId) as Row[]).map(
+    return (this.sql("SELECT image_id FROM image_grants WHERE workspace_id = ?").all(workspaceId) as Row[]).map(
       (r) => r.image_id as string,
     );
   }
   allGrantedImages(): string[] {
-    return (this.db.prepare("SELECT DISTINCT image_id FROM image_grants").all() as Row[]).map((r) => r.image_id as string);
+    return (this.sql("SELECT DISTINCT image_id FROM image_grants").all() as Row[]).map((r) => r.image_id as string);
   }
   revokeImage(workspaceId: string, imageId: string): void {
-    this.db.prepare("DELETE FROM image_grants WHERE workspace_id = ? AND image_id = ?").run(workspaceId, imageId);
+    this.sql("DELETE FROM image_grants WHERE workspace_id = ? AND image_id = ?").run(workspaceId, imageId);
   }
 
   close(): void {
