@@ -3,7 +3,7 @@
 // out was ever used before; the env of a claimed sandbox survives a restart.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { App, SbxClient, Sandbox } from "sbx";
 import { startTestServer, type TestServer } from "../support/server.js";
@@ -64,6 +64,15 @@ test("a pool never hands out a sandbox anyone used", async () => {
     assert.equal(await p.stdout.readText(), "");
     await sb.terminate();
   }
+});
+
+test("a pooled sandbox ran sbx's warm-up (true) before it was claimed, and nothing else", async () => {
+  const sb = await createPooled();
+  const procs = join(server.dataDir, "sandboxes", sb.sandboxId, "run", "procs");
+  // Before the claimer's first command: the warm-up is the only process it has seen.
+  assert.deepEqual(readdirSync(procs), ["sbx-warm-up"]);
+  assert.equal(readFileSync(join(procs, "sbx-warm-up", "exit"), "utf8"), "0 exited\n");
+  await sb.terminate();
 });
 
 test("a claimed sandbox's timeout is its own", async () => {

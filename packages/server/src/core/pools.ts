@@ -120,6 +120,7 @@ export class WarmPools {
           blockNetwork: pool.shape.blockNetwork,
         };
         const handle = await this.opts.backend.create(spec);
+        await warmUp(handle);
         if (this.closed) {
           await discard(handle);
           return;
@@ -157,6 +158,33 @@ export class WarmPools {
     const all = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
     this.pools.clear();
     await Promise.allSettled(all.map((p) => discard(p.handle)));
+  }
+}
+
+/** The exec id of a pooled sandbox's warm-up; a user's exec ids start with "ex-". */
+export const WARM_UP_EXEC_ID = "sbx-warm-up";
+const WARM_UP_TIMEOUT_MS = 5000;
+
+/**
+ * Runs `true` once in a fresh pooled sandbox, before anyone can claim it. A
+ * sandbox's first command costs ~1 ms more than later ones here (the agent's
+ * first clone, the loader's first lookups in the new rootfs), and that ms
+ * belongs to the pool's background work, not to the claimer's first
+ * command. Best effort: an image without `true` just skips it.
+ */
+async function warmUp(handle: RuntimeSandbox): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const exited = new Promise<void>((resolve) => {
+    handle.onExecExit((id) => id === WARM_UP_EXEC_ID && resolve());
+    timer = setTimeout(resolve, WARM_UP_TIMEOUT_MS);
+  });
+  try {
+    await handle.exec({ execId: WARM_UP_EXEC_ID, argv: ["true"], env: {}, timeoutMs: WARM_UP_TIMEOUT_MS, stdoutIgnore: true, stderrIgnore: true });
+    await exited;
+  } catch {
+    // not warmed: the claimer's first command pays, as without a pool
+  } finally {
+    clearTimeout(timer);
   }
 }
 
