@@ -356,7 +356,7 @@ class LocalSandbox implements RuntimeSandbox {
           resolve({ code, oom: code === 137 && !this.killed && oomKills(this.sandboxId) > 0 });
           return true;
         };
-        if (check()) return;
+        if (!pidExists(this.pid) && check()) return;
         // Every sandbox is watched ten times a second. Signal 0 answers "is
         // there such a pid" in one syscall; the /proc read that also sees a
         // zombie or a reused pid (~0.1 ms, 0.5 s of CPU a second at 500
