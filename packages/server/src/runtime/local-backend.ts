@@ -15,6 +15,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, chmod
 import { join } from "node:path";
 import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, StreamName } from "../core/ports.js";
 import { AgentClient } from "./agent-client.js";
+import { ProcessWatch, parseProcStat } from "./proc-watch.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { DiskPool } from "./disk-pool.js";
@@ -118,24 +119,10 @@ const STDIN_CHUNK = STDIN_BUFFER_MAX / 2;
  * process with the same pid; null if it is gone or a zombie (this host's init
  * may reap late, and a zombie is dead for us).
  */
-/** Whether a process of that pid exists (a zombie, or another process reusing it, included). */
-function pidExists(pid: number): boolean {
-  if (!(pid > 0)) return false; // kill(0 or -n) would address process groups
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 function procStartTime(pid: number): string | null {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // comm may contain spaces/parens: fields start after the last ')'.
-    const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    if (rest[0] === "Z" || rest[0] === "X") return null;
-    return rest[19] ?? null; // field 22 overall
+    const st = parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    return st && st.state !== "Z" && st.state !== "X" ? st.startTime : null;
   } catch {
     return null;
   }
@@ -219,6 +206,8 @@ class LocalSandbox implements RuntimeSandbox {
   private exitPromise: Promise<{ code: number; oom: boolean }> | null = null;
   private killed = false;
   private destroyed = false;
+  /** Its PID 1, watched by an open /proc file (asked ten times a second by waitExit). */
+  private readonly watch: ProcessWatch;
   timings?: CreateTimings;
 
   constructor(
@@ -226,10 +215,11 @@ class LocalSandbox implements RuntimeSandbox {
     private readonly paths: SandboxPaths,
     private readonly state: SandboxState,
     private readonly pid: number,
-    private readonly startTime: string | null,
+    startTime: string | null,
     private readonly agent: AgentClient | null,
     private readonly backend: LocalBackend,
   ) {
+    this.watch = new ProcessWatch(pid, startTime);
     agent?.onExit((id, st) => this.emit(id, st));
   }
 
@@ -339,9 +329,7 @@ class LocalSandbox implements RuntimeSandbox {
   }
 
   isAlive(): boolean {
-    if (this.pid <= 0) return false;
-    const started = procStartTime(this.pid); // one read of /proc/<pid>/stat: each costs ~0.15 ms here
-    return started !== null && started === this.startTime;
+    return this.watch.alive();
   }
 
   waitExit(): Promise<{ code: number; oom: boolean }> {
@@ -356,14 +344,8 @@ class LocalSandbox implements RuntimeSandbox {
           resolve({ code, oom: code === 137 && !this.killed && oomKills(this.sandboxId) > 0 });
           return true;
         };
-        if (!pidExists(this.pid) && check()) return;
-        // Every sandbox is watched ten times a second. Signal 0 answers "is
-        // there such a pid" in one syscall; the /proc read that also sees a
-        // zombie or a reused pid (~0.1 ms, 0.5 s of CPU a second at 500
-        // sandboxes) is done once a second, or when the pid is gone.
-        let ticks = 0;
+        if (check()) return;
         const t = setInterval(() => {
-          if (++ticks % 10 !== 0 && pidExists(this.pid)) return;
           if (check()) clearInterval(t);
         }, 100);
         t.unref();
@@ -398,6 +380,7 @@ class LocalSandbox implements RuntimeSandbox {
   async destroy(): Promise<void> {
     if (this.isAlive()) await this.kill();
     this.destroyed = true;
+    this.watch.close();
     this.agent?.close();
     await this.backend.cleanup(this.sandboxId);
   }
