@@ -9,7 +9,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, chmodSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, chmodSync, copyFileSync, writeFileSync } from "node:fs";
 import { createServer, connect, type Server } from "node:net";
 import { join } from "node:path";
 import { createLocalBackend, type LocalSandbox } from "../../packages/server/src/runtime/index.js";
@@ -237,6 +237,49 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
     const c = (await backend.create(spec(id, { blockNetwork: true, command: ["sh", "-c", "sleep 0.2; exit 7"] }))) as LocalSandbox;
     assert.deepEqual(await c.waitExit(), { code: 7, oom: false });
     await c.destroy();
+  });
+
+  test("a create that fails after the runtime started the container leaves no process, even when `runc delete` fails too", async () => {
+    // A `runc` that refuses to delete, first on PATH, and an agent dir whose
+    // sbx-netwire fails: the create fails after `runc run` and has to undo it.
+    const bin = join(tmp, "failing-runc");
+    mkdirSync(bin, { recursive: true });
+    const realRunc = execFileSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).trim();
+    writeFileSync(
+      join(bin, "runc"),
+      `#!/bin/sh\nfor a in "$@"; do [ "$a" = delete ] && { echo "refusing to delete (test)" >&2; exit 1; }; done\nexec ${realRunc} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const agentDir = join(tmp, "agent-failing-net");
+    mkdirSync(agentDir, { recursive: true });
+    for (const f of readdirSync(AGENT_DIR)) copyFileSync(join(AGENT_DIR, f), join(agentDir, f));
+    writeFileSync(join(agentDir, "sbx-netwire"), `#!/bin/sh\necho "wiring refused (test)" >&2\nexit 1\n`, { mode: 0o755 });
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    const id = "rt-undo-0001";
+    sandboxes.push(id);
+    const failing = createLocalBackend({ dataDir: join(tmp, "data-undo"), agentDir, log: (m) => logs.push(m) });
+    try {
+      await assert.rejects(failing.create(spec(id)), /wiring refused/);
+      assert.ok(logs.some((l) => l.includes(id) && /refusing to delete/.test(l)), "the runtime's delete failed, as arranged");
+      // Nothing of the sandbox runs any more: no process is left in its cgroups.
+      const inSandbox = () =>
+        readdirSync("/proc")
+          .filter((d) => /^\d+$/.test(d))
+          .filter((d) => {
+            try {
+              return readFileSync(`/proc/${d}/cgroup`, "utf8").includes(`/${id}`);
+            } catch {
+              return false;
+            }
+          });
+      for (let i = 0; i < 100 && inSandbox().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(inSandbox(), [], "processes of the failed sandbox are still running");
+    } finally {
+      process.env.PATH = path;
+      await failing.cleanup(id).catch(() => undefined);
+      await failing.close?.();
+    }
   });
 
   test("kill + destroy leave no mounts, netns, veth", async () => {

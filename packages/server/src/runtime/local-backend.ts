@@ -617,8 +617,11 @@ class LocalBackend implements Backend {
       const bundleOpts = { bundle: p.bundle, pidFile: p.pidFile, consoleLog: p.consoleLog };
       await (startEarly ? this.rt.run(id, bundleOpts) : this.rt.create(id, bundleOpts));
       undo.push(async () => {
-        await this.rt.delete(id, true);
-        await this.removeCgroups(id);
+        try {
+          await this.rt.delete(id, true);
+        } finally {
+          await this.removeCgroups(id);
+        }
       });
       timings.runtimeCreateMs = performance.now() - tc;
       tightenDeviceCgroup(id);
@@ -626,6 +629,12 @@ class LocalBackend implements Backend {
       const pid = Number(readFileSync(p.pidFile, "utf8").trim());
       const startTime = procStartTime(pid);
       const alive = () => procStartTime(pid) === startTime;
+      // Runs before the runtime's delete: even when that fails, the sandbox's
+      // PID 1 (and with it everything in its pid namespace) does not outlive
+      // a failed create.
+      undo.push(() => {
+        if (alive()) process.kill(pid, "SIGKILL");
+      });
       const agent = new AgentClient(join(p.run, "agent.sock"), { log: this.log, alive });
       undo.push(() => agent.close());
       let th = performance.now();
