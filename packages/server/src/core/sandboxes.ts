@@ -94,6 +94,8 @@ export interface SandboxServiceDeps {
 
 const now = (): string => new Date().toISOString();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** The `changes` event of a process: emitted when its end is recorded. */
+const execKey = (sandboxId: string, execId: string): string => `exec:${sandboxId}:${execId}`;
 
 export class SandboxService {
   private readonly live = new Map<string, LiveSandbox>();
@@ -371,7 +373,7 @@ export class SandboxService {
     }
     if (live?.activeExecs.delete(execId)) live.lastActivity = Date.now();
     this.deps.store.finishExec(sandboxId, execId, status.code, status.reason, now());
-    this.changes.emit(`exec:${sandboxId}:${execId}`);
+    this.changes.emit(execKey(sandboxId, execId));
   }
 
   /** One probe attempt: an exec the user never sees (not stored, not activity). */
@@ -455,7 +457,7 @@ export class SandboxService {
     this.deps.admission.release(sandboxId);
     this.deps.admission.cancel(sandboxId);
     this.changes.emit(`sandbox:${sandboxId}`);
-    for (const e of running) this.changes.emit(`exec:${sandboxId}:${e.execId}`);
+    for (const e of running) this.changes.emit(execKey(sandboxId, e.execId));
     const cleanup = (live ? live.handle.destroy() : this.deps.backend.cleanup(sandboxId)).catch((err: unknown) =>
       this.deps.log(`sandbox ${sandboxId}: cleanup failed: ${String(err)}`),
     );
@@ -678,7 +680,7 @@ export class SandboxService {
 
   async waitExec(scope: Scope, sandboxId: string, execId: string, timeoutMs: number, signal?: AbortSignal): Promise<ExecRecord> {
     this.authorize(scope, sandboxId);
-    const done = await this.waitFor(`exec:${sandboxId}:${execId}`, () => {
+    const done = await this.waitFor(execKey(sandboxId, execId), () => {
       const rec = this.execOf(sandboxId, execId);
       return rec.returncode !== null ? rec : null;
     }, timeoutMs, signal);
@@ -707,7 +709,7 @@ export class SandboxService {
       const rec = this.deps.store.getExec(sandboxId, execId);
       return rec === null || rec.returncode !== null;
     };
-    const key = `exec:${sandboxId}:${execId}`;
+    const key = execKey(sandboxId, execId);
     const onDone = (wake: () => void) => {
       this.changes.on(key, wake);
       return () => void this.changes.off(key, wake);

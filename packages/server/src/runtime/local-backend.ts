@@ -15,7 +15,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, chmod
 import { join } from "node:path";
 import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, StreamName } from "../core/ports.js";
 import { AgentClient } from "./agent-client.js";
-import { ProcessWatch, parseProcStat } from "./proc-watch.js";
+import { ProcessWatch, procStartTime } from "./proc-watch.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { DiskPool } from "./disk-pool.js";
@@ -113,20 +113,6 @@ export interface CreateTimings {
 }
 
 const STDIN_CHUNK = STDIN_BUFFER_MAX / 2;
-
-/**
- * A process's start time (clock ticks since boot), to tell it from a later
- * process with the same pid; null if it is gone or a zombie (this host's init
- * may reap late, and a zombie is dead for us).
- */
-function procStartTime(pid: number): string | null {
-  try {
-    const st = parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
-    return st && st.state !== "Z" && st.state !== "X" ? st.startTime : null;
-  } catch {
-    return null;
-  }
-}
 
 /** cgroup v1 (hybrid) hosts: names of the hierarchies mounted at /sys/fs/cgroup/<name>; null on pure v2. */
 function cgroupV1Hierarchies(): string[] | null {

@@ -4,7 +4,7 @@
 // path cost ~0.1 ms here): a zombie reads as dead (this host's init reaps
 // orphans 1–2 s late), and once the process is reaped the open file fails
 // instead of describing a later process that got the same pid.
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 
 const scratch = Buffer.alloc(1024);
 
@@ -14,6 +14,25 @@ export function parseProcStat(text: string): { state: string; startTime: string 
   const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const startTime = rest[19]; // field 22 overall
   return rest[0] && startTime ? { state: rest[0], startTime } : null;
+}
+
+/** The start time in /proc/<pid>/stat's text; null for a zombie (dead to us) or text that does not parse. */
+function liveStartTime(text: string): string | null {
+  const st = parseProcStat(text);
+  return st && st.state !== "Z" && st.state !== "X" ? st.startTime : null;
+}
+
+/**
+ * A process's start time, to tell it from a later process with the same
+ * pid; null if it is gone or a zombie. Reads the file by path: for one look,
+ * where ProcessWatch is for many.
+ */
+export function procStartTime(pid: number): string | null {
+  try {
+    return liveStartTime(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return null;
+  }
 }
 
 export class ProcessWatch {
@@ -30,8 +49,7 @@ export class ProcessWatch {
     try {
       this.fd ??= openSync(`/proc/${this.pid}/stat`, "r");
       const n = readSync(this.fd, scratch, 0, scratch.length, 0);
-      const st = parseProcStat(scratch.toString("latin1", 0, n));
-      if (st && st.state !== "Z" && st.state !== "X" && st.startTime === this.startTime) return true;
+      if (liveStartTime(scratch.toString("latin1", 0, n)) === this.startTime) return true;
     } catch {
       // ESRCH once reaped; ENOENT if it was never there
     }
