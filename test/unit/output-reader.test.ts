@@ -55,7 +55,7 @@ test("a stream ends when the process's end is announced, before any exit file ex
     wakes.add(wake);
     return () => void wakes.delete(wake);
   };
-  const it = reader.follow(SANDBOX, "ex-announced", "stdout", 0, () => done, new AbortController().signal, onDone);
+  const it = reader.follow(SANDBOX, "ex-announced", "stdout", 0, () => done, new AbortController().signal, { onDone });
   const text = readAll(it, 10_000);
   appendFileSync(join(dir, "stdout"), "last words\n");
   // The reader takes the bytes (the watch reports them) and waits again;

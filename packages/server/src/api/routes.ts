@@ -42,6 +42,7 @@ import type { AppService, SandboxService, SecretService, VolumeService, Workspac
 import { InvalidArgumentError } from "../core/index.js";
 import { scopeOf } from "./scope.js";
 import { abortOnClose } from "./request-signal.js";
+import { ChunkBuffers, sendStream } from "./stream-reply.js";
 import {
   presentApp,
   presentEvent,
@@ -122,14 +123,16 @@ function streamRoute(stream: StreamName): RouteDef {
       const { sandboxId, execId } = req.params as P;
       const offset = (req.query as { offset?: number }).offset ?? 0;
       const scope = scopeOf(req);
-      const chunks = s.sandboxes.follow(scope, sandboxId, execId, stream, offset, abortOnClose(reply));
-      void reply
-        .header("content-type", "application/octet-stream")
-        .header("cache-control", "no-store")
-        .header(HEADER_STREAM_OFFSET, String(offset))
+      const signal = abortOnClose(reply);
+      const buffers = new ChunkBuffers();
+      const chunks = s.sandboxes.follow(scope, sandboxId, execId, stream, offset, signal, buffers);
+      await sendStream(reply, chunks, {
+        headers: { "content-type": "application/octet-stream", "cache-control": "no-store", [HEADER_STREAM_OFFSET]: String(offset) },
         // Always a string: the stream ends once the process has, so this is its code ("" if it is not known).
-        .trailer(TRAILER_EXIT_CODE, async () => String((await s.sandboxes.exitCodeOf(scope, sandboxId, execId).catch(() => null)) ?? ""));
-      return reply.send(Readable.from(chunks, { objectMode: false }));
+        trailer: { name: TRAILER_EXIT_CODE, value: async () => String((await s.sandboxes.exitCodeOf(scope, sandboxId, execId).catch(() => null)) ?? "") },
+        buffers,
+        signal,
+      });
     },
   };
 }

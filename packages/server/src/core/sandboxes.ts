@@ -25,6 +25,7 @@ import type {
   ImageService,
   ImageSource,
   OutputReader,
+  ReadBuffers,
   ProbeSpec,
   Scope,
   RuntimeSandbox,
@@ -702,7 +703,15 @@ export class SandboxService {
     return this.execOf(sandboxId, execId);
   }
 
-  follow(scope: Scope, sandboxId: string, execId: string, stream: StreamName, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  follow(
+    scope: Scope,
+    sandboxId: string,
+    execId: string,
+    stream: StreamName,
+    offset: number,
+    signal: AbortSignal,
+    buffers?: ReadBuffers,
+  ): AsyncGenerator<Uint8Array> {
     this.authorize(scope, sandboxId);
     this.execOf(sandboxId, execId);
     const isDone = (): boolean => {
@@ -714,7 +723,7 @@ export class SandboxService {
       this.changes.on(key, wake);
       return () => void this.changes.off(key, wake);
     };
-    return this.deps.output.follow(sandboxId, execId, stream, offset, isDone, signal, onDone);
+    return this.deps.output.follow(sandboxId, execId, stream, offset, isDone, signal, { onDone, ...(buffers ? { buffers } : {}) });
   }
 
   /** Writes stdin bytes at `offset`; returns the total the process has accepted. */

@@ -6,7 +6,7 @@
 // openNoFollowSync, so a planted symlink or FIFO reads as nothing.
 import { closeSync, fstatSync, read, readSync, watch, type FSWatcher } from "node:fs";
 import { promisify } from "node:util";
-import type { ExitStatus, OutputReader, StreamName } from "../core/ports.js";
+import type { ExitStatus, FollowOptions, OutputReader, StreamName } from "../core/ports.js";
 import { parseExit } from "./exit-file.js";
 import { openNoFollowSync, readFileNoFollow, sandboxPaths } from "./rootfs.js";
 
@@ -41,7 +41,7 @@ export class FileOutputReader implements OutputReader {
     offset: number,
     isDone: () => boolean,
     signal: AbortSignal,
-    onDone?: (wake: () => void) => () => void,
+    opts: FollowOptions = {},
   ): AsyncGenerator<Uint8Array> {
     const run = this.runDir(sandboxId);
     const rel = `procs/${execId}/${stream}`;
@@ -57,7 +57,7 @@ export class FileOutputReader implements OutputReader {
     };
     let watcher: FSWatcher | null = null;
     signal.addEventListener("abort", poke);
-    const unsubscribe = onDone?.(poke);
+    const unsubscribe = opts.onDone?.(poke);
     const size = (): number => {
       fd ??= openNoFollowSync(run, rel);
       return fd === null ? 0 : fstatSync(fd).size;
@@ -69,11 +69,20 @@ export class FileOutputReader implements OutputReader {
         const end = size();
         if (end > pos && fd !== null) {
           while (pos < end && !signal.aborted) {
-            const buf = Buffer.allocUnsafe(Math.min(CHUNK, end - pos));
+            const want = Math.min(CHUNK, end - pos);
             // A small read is done at once: through the thread pool it would
             // cost two thread hand-offs (~0.5 ms here) for a few µs of copying
-            // from the page cache. Big reads stay off the event loop.
-            const bytesRead = buf.length <= SMALL_READ ? readSync(fd, buf, 0, buf.length, pos) : (await readAt(fd, buf, 0, buf.length, pos)).bytesRead;
+            // from the page cache. Big reads stay off the event loop, in a
+            // buffer the consumer may have handed back.
+            let buf: Uint8Array;
+            let bytesRead: number;
+            if (want <= SMALL_READ) {
+              buf = Buffer.allocUnsafe(want);
+              bytesRead = readSync(fd, buf, 0, want, pos);
+            } else {
+              buf = opts.buffers?.lend(CHUNK) ?? Buffer.allocUnsafe(CHUNK);
+              bytesRead = (await readAt(fd, buf, 0, want, pos)).bytesRead;
+            }
             if (bytesRead === 0) break;
             pos += bytesRead;
             yield buf.subarray(0, bytesRead);

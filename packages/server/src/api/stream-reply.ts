@@ -1,0 +1,83 @@
+// A process's output sent as a chunked reply written straight to the socket.
+// Fastify's send(stream) would pipe the chunks, and a pipe cannot tell when
+// the socket has taken a chunk's bytes. Writing here can: each chunk's buffer
+// goes back to the reader for its next read, so a GiB of output is read into
+// the same few MiB instead of a fresh MiB per read (256 page faults each,
+// which this machine's nested virtualization makes dear).
+import { once } from "node:events";
+import type { FastifyReply } from "fastify";
+import type { ReadBuffers } from "../core/index.js";
+
+/** The read buffers of one stream: lent to its reader, given back by its writer. */
+export class ChunkBuffers implements ReadBuffers {
+  readonly #idle: Uint8Array[] = [];
+  readonly #lent = new Map<ArrayBufferLike, Uint8Array>();
+  readonly #maxIdle: number;
+
+  /** `maxIdle`: how many given-back buffers are kept for reuse; more are left to the GC. */
+  constructor(maxIdle = 2) {
+    this.#maxIdle = maxIdle;
+  }
+
+  lend(size: number): Uint8Array {
+    let buf = this.#idle.pop();
+    // Its own ArrayBuffer (not a slice of node's shared pool), so a chunk's
+    // `.buffer` names the lent buffer it is a view of.
+    if (buf === undefined || buf.length !== size) buf = Buffer.allocUnsafeSlow(size);
+    this.#lent.set(buf.buffer, buf);
+    return buf;
+  }
+
+  /** The consumer is done with `chunk`: if it is a view of a lent buffer, that buffer may be read into again. */
+  giveBack(chunk: Uint8Array): void {
+    const buf = this.#lent.get(chunk.buffer);
+    if (buf === undefined) return;
+    this.#lent.delete(chunk.buffer);
+    if (this.#idle.length < this.#maxIdle) this.#idle.push(buf);
+  }
+
+  /** Buffers lent and not given back (for tests). */
+  get lentCount(): number {
+    return this.#lent.size;
+  }
+}
+
+export interface StreamReplyOptions {
+  headers: Record<string, string>;
+  /** One trailer, its value computed after the last chunk was written. */
+  trailer: { name: string; value: () => Promise<string> };
+  buffers: ChunkBuffers;
+  /** Aborted when the client goes away (abortOnClose). */
+  signal: AbortSignal;
+}
+
+/**
+ * Writes `chunks` as a 200 chunked reply, then the trailer. The reply is
+ * hijacked from Fastify, so this must be called only after every check that
+ * can answer with an error. A failure after the headers (the client leaving,
+ * a read error) cuts the connection: the SDK resumes from the offset it got to.
+ */
+export async function sendStream(reply: FastifyReply, chunks: AsyncGenerator<Uint8Array>, opts: StreamReplyOptions): Promise<void> {
+  reply.hijack();
+  const res = reply.raw;
+  try {
+    if (reply.request.method === "HEAD") {
+      await chunks.return(undefined);
+      res.writeHead(200, opts.headers).end();
+      return;
+    }
+    // Trailers need chunked encoding, which an HTTP/1.0 client does not get.
+    const chunked = res.useChunkedEncodingByDefault;
+    res.writeHead(200, chunked ? { ...opts.headers, trailer: opts.trailer.name } : opts.headers);
+    for await (const chunk of chunks) {
+      // The callback runs once the socket has the bytes (or failed to take them).
+      const more = res.write(chunk, () => opts.buffers.giveBack(chunk));
+      if (!more) await once(res, "drain", { signal: opts.signal });
+    }
+    if (opts.signal.aborted) throw opts.signal.reason; // the reader stopped because the client left
+    if (chunked) res.addTrailers({ [opts.trailer.name]: await opts.trailer.value() });
+    res.end();
+  } catch {
+    res.destroy();
+  }
+}
