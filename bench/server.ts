@@ -52,7 +52,9 @@ export async function startServer(extraArgs: string[] = [], startTimeoutMs = 120
     "1000",
     ...extraArgs,
   ];
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  // Run as the sbx bin runs it: its shebang sets this malloc threshold (packages/cli/src/main.ts).
+  const env = { ...process.env, MALLOC_TRIM_THRESHOLD_: "16777216" };
+  const child: ChildProcess = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
   let output = "";
   const keep = (d: string) => {
     output += d;

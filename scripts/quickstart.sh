@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 log=$(mktemp /tmp/sbx-serve.XXXXXX.log)
-node packages/cli/dist/main.js serve >"$log" 2>&1 &
+# The malloc setting is the one the sbx bin's shebang makes (packages/cli/src/main.ts).
+MALLOC_TRIM_THRESHOLD_=16777216 node packages/cli/dist/main.js serve >"$log" 2>&1 &
 server=$!
 stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
 trap stop EXIT

@@ -1,4 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=16777216 node
+// (The server keeps up to 16 MiB of freed heap instead of handing it back to
+// the kernel at once: node's HTTP parser copies every piece of a request body
+// into a fresh buffer, and re-faulting those pages cost the server ~0.5 s of
+// CPU per GiB of stdin on a nested VM. See PERFORMANCE.md.)
 // sbx: the command line of the sbx sandbox service.
 import { SbxError } from "sbx";
 import { UsageError, type Command } from "./args.js";

@@ -4,6 +4,7 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import { LIMITS } from "sbx/wire";
 import type { TokenService } from "../core/index.js";
+import { parseOctetStreamBodies } from "./body-buffers.js";
 import { errorBody, handleError } from "./errors.js";
 import { buildOpenApi } from "./openapi.js";
 import { ROUTES, type Services } from "./routes.js";
@@ -43,11 +44,7 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     for (const method of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method, url: r.url });
   });
 
-  app.addContentTypeParser(
-    "application/octet-stream",
-    { parseAs: "buffer", bodyLimit: LIMITS.maxStdinChunkBytes },
-    (_req, body, done) => done(null, body),
-  );
+  parseOctetStreamBodies(app, LIMITS.maxStdinChunkBytes);
 
   app.addHook("onRequest", async (req, reply) => {
     if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ""}`)) return;

@@ -2,28 +2,28 @@
 // Fastify's send(stream) would pipe the chunks, and a pipe cannot tell when
 // the socket has taken a chunk's bytes. Writing here can: each chunk's buffer
 // goes back to the reader for its next read, so a GiB of output is read into
-// the same few MiB instead of a fresh MiB per read (256 page faults each,
-// which this machine's nested virtualization makes dear).
+// the same two MiB instead of a fresh MiB per read (see buffer-pool.ts).
 import { once } from "node:events";
 import type { FastifyReply } from "fastify";
 import type { ReadBuffers } from "../core/index.js";
+import { BufferPool } from "./buffer-pool.js";
 
 /** The read buffers of one stream: lent to its reader, given back by its writer. */
 export class ChunkBuffers implements ReadBuffers {
-  readonly #idle: Uint8Array[] = [];
-  readonly #lent = new Map<ArrayBufferLike, Uint8Array>();
-  readonly #maxIdle: number;
+  /** Made at the first lend: the reader picks the size. */
+  #pool: BufferPool | undefined;
+  readonly #lent = new Map<ArrayBufferLike, Buffer>();
+  readonly #keep: number;
 
-  /** `maxIdle`: how many given-back buffers are kept for reuse; more are left to the GC. */
-  constructor(maxIdle = 2) {
-    this.#maxIdle = maxIdle;
+  /** `keep`: how many given-back buffers are held for reuse; more are left to the GC. */
+  constructor(keep = 2) {
+    this.#keep = keep;
   }
 
   lend(size: number): Uint8Array {
-    let buf = this.#idle.pop();
-    // Its own ArrayBuffer (not a slice of node's shared pool), so a chunk's
-    // `.buffer` names the lent buffer it is a view of.
-    if (buf === undefined || buf.length !== size) buf = Buffer.allocUnsafeSlow(size);
+    this.#pool ??= new BufferPool(size, this.#keep);
+    if (size !== this.#pool.size) return Buffer.allocUnsafe(size);
+    const buf = this.#pool.take();
     this.#lent.set(buf.buffer, buf);
     return buf;
   }
@@ -33,7 +33,7 @@ export class ChunkBuffers implements ReadBuffers {
     const buf = this.#lent.get(chunk.buffer);
     if (buf === undefined) return;
     this.#lent.delete(chunk.buffer);
-    if (this.#idle.length < this.#maxIdle) this.#idle.push(buf);
+    this.#pool?.give(buf);
   }
 
   /** Buffers lent and not given back (for tests). */
