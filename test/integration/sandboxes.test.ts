@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { request } from "node:http";
-import { ConflictError, InvalidError, NotFoundError, type SbxClient, type App, type Sandbox } from "sbx";
+import { ConflictError, InvalidError, NotFoundError, SbxClient, type App, type Sandbox } from "sbx";
 import { startTestServer, type TestServer } from "../support/server.js";
 
 let server: TestServer;
@@ -138,6 +138,24 @@ describe("exec streams", () => {
       });
       assert.equal(trailers["x-sbx-exit-code"], String(128 + 15));
     });
+  });
+
+  test("a process silent for longer than the client's connect timeout still streams its output", async () => {
+    // The connect timeout bounds the wait for a stream's headers: the server
+    // must send them before the first byte of output, however late that is.
+    const patient = new SbxClient({ serverUrl: server.url, token: server.token, connectTimeoutMs: 1_000 });
+    try {
+      const sb = await patient.sandboxes.fromId((await client.sandboxes.create(app)).sandboxId);
+      try {
+        const p = await sb.exec(["sh", "-c", "sleep 2.5; echo late"]);
+        assert.equal(await p.stdout.readText(), "late\n");
+        assert.equal(await p.wait(), 0);
+      } finally {
+        await sb.terminate();
+      }
+    } finally {
+      patient.close();
+    }
   });
 
   test("a quick command's code comes with the exec's held reply: no wait call", async () => {

@@ -10,7 +10,7 @@ export interface HttpConfig {
   timeoutMs: number;
   /**
    * Deadline until the reply headers of a streaming call arrive (the server
-   * sends them at once, so this bounds connecting). The body of a stream has
+   * sends them within 20 ms, so this bounds connecting). The body of a stream has
    * no deadline: it is held open while the process runs.
    */
   connectTimeoutMs: number;

@@ -1,6 +1,5 @@
 // The image routes: builds (and pulls) with their streamed logs, the image
 // list with disk usage, removal and prune. Appended to ROUTES in routes.ts.
-import { Readable } from "node:stream";
 import { Type } from "@sinclair/typebox";
 import {
   HEADER_STREAM_OFFSET,
@@ -19,6 +18,7 @@ import {
 import { imageIdsIn, toImageSource, type BuildJob } from "../core/index.js";
 import type { RouteDef } from "./routes.js";
 import { abortOnClose } from "./request-signal.js";
+import { sendStream } from "./stream-reply.js";
 import { scopeOf } from "./scope.js";
 
 
@@ -73,12 +73,12 @@ export const IMAGE_ROUTES: RouteDef[] = [
     schema: { params: ImageBuildParams, querystring: StreamQuery, rawResponse: true, response: Type.String({ format: "binary" }) },
     handler: async (s, req, reply) => {
       const offset = (req.query as { offset?: number }).offset ?? 0;
-      const chunks = s.builds.followLog(scopeOf(req), (req.params as B).buildId, offset, abortOnClose(reply));
-      void reply
-        .header("content-type", "application/octet-stream")
-        .header("cache-control", "no-store")
-        .header(HEADER_STREAM_OFFSET, String(offset));
-      return reply.send(Readable.from(chunks, { objectMode: false }));
+      const signal = abortOnClose(reply);
+      const chunks = s.builds.followLog(scopeOf(req), (req.params as B).buildId, offset, signal);
+      await sendStream(reply, chunks, {
+        headers: { "content-type": "application/octet-stream", "cache-control": "no-store", [HEADER_STREAM_OFFSET]: String(offset) },
+        signal,
+      });
     },
   },
   {

@@ -4,9 +4,13 @@
 // goes back to the reader for its next read, so a GiB of output is read into
 // the same two MiB instead of a fresh MiB per read (see buffer-pool.ts).
 import { once } from "node:events";
+import type { ServerResponse } from "node:http";
 import type { FastifyReply } from "fastify";
 import type { ReadBuffers } from "../core/index.js";
 import { BufferPool } from "./buffer-pool.js";
+
+/** How long a reply's headers wait for its first bytes before they are sent alone. */
+const HEADERS_ALONE_AFTER_MS = 20;
 
 /** The read buffers of one stream: lent to its reader, given back by its writer. */
 export class ChunkBuffers implements ReadBuffers {
@@ -47,7 +51,7 @@ export interface StreamReplyOptions {
   status?: number;
   headers: Record<string, string>;
   /** One trailer, its value computed after the last chunk was written. */
-  trailer: { name: string; value: () => Promise<string> };
+  trailer?: { name: string; value: () => Promise<string> };
   /** Where the chunks' buffers go back to, if they were lent. */
   buffers?: ChunkBuffers;
   /** Aborted when the client goes away (abortOnClose). */
@@ -55,7 +59,7 @@ export interface StreamReplyOptions {
 }
 
 /**
- * Writes `chunks` as a chunked reply, then the trailer. The reply is
+ * Writes `chunks` as a chunked reply, then the trailer if there is one. The reply is
  * hijacked from Fastify, so this must be called only after every check that
  * can answer with an error. A failure after the headers (the client leaving,
  * a read error) cuts the connection: the SDK resumes an output stream from
@@ -71,23 +75,40 @@ export async function sendStream(reply: FastifyReply, chunks: AsyncGenerator<Uin
       return;
     }
     // Trailers need chunked encoding, which an HTTP/1.0 client does not get.
-    const chunked = res.useChunkedEncodingByDefault;
-    res.writeHead(opts.status ?? 200, chunked ? { ...opts.headers, trailer: opts.trailer.name } : opts.headers);
-    for await (const chunk of chunks) {
-      // The callback runs once the socket has the bytes (or failed to take them).
-      const more = res.write(chunk, () => opts.buffers?.giveBack(chunk));
-      // node sends a reply's first bytes on the next tick, after the work
-      // queued behind this write: a held exec reply would register its wait
-      // first, which cost 0.2-0.3 ms here. Send them now.
-      if (res.socket !== null && res.socket.writableCorked > 0) res.socket.uncork();
-      if (!more) await once(res, "drain", { signal: opts.signal });
+    const trailer = res.useChunkedEncodingByDefault ? opts.trailer : undefined;
+    res.writeHead(opts.status ?? 200, trailer ? { ...opts.headers, trailer: trailer.name } : opts.headers);
+    // node sends the headers with the first bytes. A process may print
+    // nothing for minutes, and a client bounds its wait for the headers (the
+    // SDK's connectTimeoutMs): they go alone if no bytes come soon.
+    let early: NodeJS.Timeout | undefined = setTimeout(() => res.flushHeaders(), HEADERS_ALONE_AFTER_MS);
+    const wrote = () => {
+      clearTimeout(early);
+      early = undefined;
+    };
+    try {
+      await writeChunks(res, chunks, opts, wrote);
+    } finally {
+      clearTimeout(early);
     }
-    if (opts.signal.aborted) throw opts.signal.reason; // the reader stopped because the client left
-    if (chunked) res.addTrailers({ [opts.trailer.name]: await opts.trailer.value() });
+    if (trailer) res.addTrailers({ [trailer.name]: await trailer.value() });
     res.end();
   } catch {
     res.destroy();
   }
+}
+
+async function writeChunks(res: ServerResponse, chunks: AsyncGenerator<Uint8Array>, opts: StreamReplyOptions, onWrite: () => void): Promise<void> {
+  for await (const chunk of chunks) {
+    onWrite();
+    // The callback runs once the socket has the bytes (or failed to take them).
+    const more = res.write(chunk, () => opts.buffers?.giveBack(chunk));
+    // node sends a reply's first bytes on the next tick, after the work
+    // queued behind this write: a held exec reply would register its wait
+    // first, which cost 0.2-0.3 ms here. Send them now.
+    if (res.socket !== null && res.socket.writableCorked > 0) res.socket.uncork();
+    if (!more) await once(res, "drain", { signal: opts.signal });
+  }
+  if (opts.signal.aborted) throw opts.signal.reason; // the reader stopped because the client left
 }
 
 /** A reply body of one chunk, for sendStream. */
