@@ -157,64 +157,6 @@ describe("exec streams", () => {
       patient.close();
     }
   });
-
-  test("a quick command's code comes with the exec's held reply: no wait call", async () => {
-    await withSandbox(async (sb) => {
-      // Nothing is asked after exec(): only the held reply can bring the code.
-      const p = await sb.exec(["sh", "-c", "exit 7"], { stdout: "ignore", stderr: "ignore" });
-      const deadline = Date.now() + 5_000;
-      while (p.returncode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-      assert.equal(p.returncode, 7);
-      assert.equal(await p.wait(), 7);
-      // Longer than the hold: wait() asks the usual way once the reply ended without a code.
-      const slow = await sb.exec(["sh", "-c", "sleep 0.6; exit 4"]);
-      assert.equal(await slow.wait(), 4);
-      // A wait aborted during the hold rejects with the signal's reason.
-      const long = await sb.exec(["sleep", "5"]);
-      const t0 = Date.now();
-      await assert.rejects(long.wait({ signal: AbortSignal.timeout(30) }), (e: Error) => e.name === "TimeoutError");
-      assert.ok(Date.now() - t0 < 200, `the abort took ${Date.now() - t0} ms`);
-    });
-  });
-
-  test("on the wire: ?awaitExitMs sends the exec at once and ends with the code as a trailer", async () => {
-    await withSandbox(async (sb) => {
-      const post = (query: string, argv: string[]) =>
-        new Promise<{ status: number; text: string; trailers: NodeJS.Dict<string>; ms: number }>((resolve, reject) => {
-          const t0 = Date.now();
-          const req = request(`${server.url}/v1/sandboxes/${sb.sandboxId}/execs${query}`, {
-            method: "POST",
-            headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
-          }, (res) => {
-            let text = "";
-            res.setEncoding("utf8").on("data", (d: string) => (text += d));
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, text, trailers: res.trailers, ms: Date.now() - t0 }));
-            res.on("error", reject);
-          });
-          req.on("error", reject);
-          req.end(JSON.stringify({ argv }));
-        });
-      const quick = await post("?awaitExitMs=1000", ["sh", "-c", "exit 5"]);
-      assert.equal(quick.status, 201);
-      assert.ok(quick.text.endsWith("\n") && quick.text.indexOf("\n") === quick.text.length - 1, "one line of JSON");
-      assert.match(JSON.parse(quick.text).execId, /\S/);
-      assert.equal(quick.trailers["x-sbx-exit-code"], "5");
-      const slow = await post("?awaitExitMs=100", ["sleep", "3"]);
-      assert.equal(slow.status, 201);
-      assert.equal(slow.trailers["x-sbx-exit-code"], "", "the hold ended before the process");
-      assert.ok(slow.ms < 2_000, `the reply took ${slow.ms} ms`);
-      // Without the parameter: a plain JSON reply, as before.
-      const plain = await post("", ["true"]);
-      assert.equal(plain.status, 201);
-      assert.equal(JSON.parse(plain.text).returncode, null);
-      assert.equal(plain.trailers["x-sbx-exit-code"], undefined);
-      for (const bad of ["?awaitExitMs=0", "?awaitExitMs=5000", "?awaitExitMs=soon", "?holdMs=10"]) {
-        const r = await post(bad, ["true"]);
-        assert.equal(r.status, 400, `${bad}: ${r.text}`);
-        assert.match(JSON.parse(r.text).error.message, /awaitExitMs|holdMs|querystring/);
-      }
-    });
-  });
 });
 
 describe("return codes", () => {

@@ -27,7 +27,7 @@ export interface RequestOptions {
   /** A JSON value, or raw bytes sent as application/octet-stream. */
   body?: unknown;
   signal?: AbortSignal;
-  /** Overrides the client's timeoutMs (long polls, sandbox creation); for a streaming call, its connectTimeoutMs. */
+  /** Overrides the client's timeoutMs (long polls, sandbox creation). */
   timeoutMs?: number;
   /** A POST or DELETE the API marks idempotent (stdin writes carry an offset); GET and PUT always are. */
   idempotent?: boolean;
@@ -136,40 +136,6 @@ export class HttpClient {
     return (await this.#send(opts, false)) as T;
   }
 
-  /**
-   * A call whose reply is one line of JSON, sent at once, and then held open
-   * until the server ends it with a trailer. Returns the parsed line within
-   * the call's deadline; `trailer` resolves when the reply ends (undefined if
-   * it ended without the trailer or the connection dropped: the caller then
-   * asks again the usual way).
-   */
-  async jsonThenTrailer<T>(opts: RequestOptions, trailerName: string): Promise<{ value: T; trailer: Promise<string | undefined> }> {
-    const timeoutMs = opts.timeoutMs ?? this.config.timeoutMs;
-    const reply = await this.stream({ ...opts, accept: "application/json", timeoutMs });
-    let text = "";
-    const decoder = new TextDecoder();
-    for (;;) {
-      const chunk = await reply.read().catch((err: unknown) => {
-        reply.cancel();
-        throw new SbxError(`${opts.method} ${opts.path}: the connection dropped before the reply arrived: ${describe(err)}`, "unavailable", { cause: err });
-      });
-      if (chunk !== null) text += decoder.decode(chunk, { stream: true });
-      const nl = text.indexOf("\n");
-      if (nl >= 0 || chunk === null) {
-        const line = nl >= 0 ? text.slice(0, nl) : text;
-        let value: T;
-        try {
-          value = JSON.parse(line) as T;
-        } catch (err) {
-          reply.cancel();
-          throw new SbxError(`${opts.method} ${opts.path}: the server sent invalid JSON`, "internal", { status: reply.status, cause: err });
-        }
-        const trailer = chunk === null ? Promise.resolve(reply.trailer(trailerName)) : readToTrailer(reply, trailerName);
-        return { value, trailer };
-      }
-    }
-  }
-
   /** A streaming GET: returns the reply once its headers arrived with a 2xx status. */
   async stream(opts: RequestOptions): Promise<StreamReply> {
     return (await this.#send(opts, true)) as StreamReply;
@@ -188,7 +154,7 @@ export class HttpClient {
       body = JSON.stringify(opts.body);
       headers["content-type"] = "application/json";
     }
-    const timeoutMs = opts.timeoutMs ?? (streaming ? this.config.connectTimeoutMs : this.config.timeoutMs);
+    const timeoutMs = streaming ? this.config.connectTimeoutMs : (opts.timeoutMs ?? this.config.timeoutMs);
 
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new ClientClosedError();
@@ -234,16 +200,6 @@ export class HttpClient {
       if (attempt >= this.config.maxRetries) throw retryable;
       await sleep(backoffMs(attempt), anySignal(this.#closer.signal, opts.signal));
     }
-  }
-}
-
-/** Reads a held reply to its end; its trailer, or undefined if it had none or dropped. */
-async function readToTrailer(reply: StreamReply, name: string): Promise<string | undefined> {
-  try {
-    while ((await reply.read()) !== null);
-    return reply.trailer(name);
-  } catch {
-    return undefined;
   }
 }
 

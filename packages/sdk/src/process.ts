@@ -24,8 +24,6 @@ export interface ProcessOptions {
   stderr: "pipe" | "ignore";
   /** Where stdin stands; undefined when unknown (a sandbox looked up by id). */
   stdinOffset: number | undefined;
-  /** The exit code the exec's held reply brings, null if it ended without one. */
-  exitSoon?: Promise<number | null>;
 }
 
 export function checkOpen(ctx: SandboxContext): void {
@@ -50,8 +48,6 @@ export class ContainerProcess<T extends string | Uint8Array = string> {
   #stdin: SbxWritableStream | undefined;
   #stdout: SbxReadableStream<T> | undefined;
   #stderr: SbxReadableStream<T> | undefined;
-  /** Settles once the exec's held reply has ended; undefined after that, or if there is none. */
-  #exitSoon: Promise<void> | undefined;
 
   /** @internal Made by Sandbox.exec() and for the sandbox's entrypoint. */
   constructor(ctx: SandboxContext, execId: string, opts: ProcessOptions) {
@@ -60,12 +56,7 @@ export class ContainerProcess<T extends string | Uint8Array = string> {
     this.execId = execId;
     this.#path = execPath(ctx.sandboxId, execId);
     this.#opts = opts;
-    this.#exitSoon = opts.exitSoon?.then((code) => {
-      if (code !== null) this.returncode ??= code;
-      this.#exitSoon = undefined;
-    });
   }
-
 
   /** stdin: writeText(), writeBytes(), close() (EOF). */
   get stdin(): SbxWritableStream {
@@ -104,9 +95,6 @@ export class ContainerProcess<T extends string | Uint8Array = string> {
 
   /** Waits for the process to exit; resolves with its exit code (137 when killed by its timeout). */
   async wait(opts: CallOptions = {}): Promise<number> {
-    // The exec's reply may still be held for the exit: it ends at the exit
-    // (with the code) or within a moment, whichever is first.
-    if (this.returncode === null && this.#exitSoon) await untilAborted(this.#exitSoon, anySignal(this.#ctx.detached, opts.signal));
     while (this.returncode === null) {
       checkOpen(this.#ctx);
       const exec = await this.#ctx.http.json<WireExec>({
@@ -120,15 +108,4 @@ export class ContainerProcess<T extends string | Uint8Array = string> {
     }
     return this.returncode;
   }
-}
-
-/** `p`, or the signal's reason as soon as it aborts. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }

@@ -4,10 +4,9 @@ import { ClientClosedError, ConflictError, InvalidError, SandboxTimeoutError, Sb
 import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
 import { ContainerProcess, checkOpen, type CallOptions, type SandboxContext } from "./process.js";
 import { Secret, checkEnv, resolveSecrets } from "./secrets.js";
-import { MAX_STREAM_RECONNECTS, exitCodeOf, sseMessages, type SbxReadableStream, type SbxWritableStream, type StreamMode } from "./streams.js";
+import { MAX_STREAM_RECONNECTS, sseMessages, type SbxReadableStream, type SbxWritableStream, type StreamMode } from "./streams.js";
 import {
   LIMITS,
-  TRAILER_EXIT_CODE,
   type Exec as WireExec,
   type ExecRequest,
   type FinishReason,
@@ -17,13 +16,6 @@ import {
   type SandboxState,
   type SetTagsRequest,
 } from "./wire.js";
-
-/**
- * How long the server holds an exec's reply for the process's exit. Longer
- * than most quick commands take; the connection is busy meanwhile, and a
- * later wait() asks the usual way once the hold is over.
- */
-const EXEC_AWAIT_EXIT_MS = 250;
 
 export interface ExecParams extends CallOptions {
   /** "text" (default): output streams yield strings; "binary": Uint8Array. */
@@ -189,24 +181,18 @@ export class Sandbox {
       stdout: params.stdout,
       stderr: params.stderr,
     };
-    let held: { value: WireExec; trailer: Promise<string | undefined> };
+    let exec: WireExec;
     try {
-      // The reply is held open a moment for the process's exit: a quick
-      // command's code then comes with it, and wait() makes no call.
-      held = await this.#http.jsonThenTrailer<WireExec>(
-        { method: "POST", path: this.#path("/execs"), query: { awaitExitMs: EXEC_AWAIT_EXIT_MS }, body, signal },
-        TRAILER_EXIT_CODE,
-      );
+      exec = await this.#http.json<WireExec>({ method: "POST", path: this.#path("/execs"), body, signal });
     } catch (err) {
       if (err instanceof ConflictError) await this.#throwIfTimedOut(err, signal);
       throw err;
     }
-    return new ContainerProcess<string>(this.#ctx, held.value.execId, {
+    return new ContainerProcess<string>(this.#ctx, exec.execId, {
       mode,
       stdout: params.stdout ?? "pipe",
       stderr: params.stderr ?? "pipe",
       stdinOffset: 0,
-      exitSoon: held.trailer.then(exitCodeOf),
     }) as ContainerProcess<string> | ContainerProcess<Uint8Array>;
   }
 

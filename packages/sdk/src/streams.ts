@@ -117,11 +117,6 @@ export class ResumableByteSource implements ByteSource {
   }
 }
 
-/** The exit code an x-sbx-exit-code trailer carries; null when it is empty, missing or not a code. */
-export function exitCodeOf(trailer: string | undefined): number | null {
-  return trailer !== undefined && /^\d{1,3}$/.test(trailer) ? Number(trailer) : null;
-}
-
 /** The source of a stream with nothing in it (`stdout: "ignore"`). */
 export const EMPTY_SOURCE: ByteSource = { next: async () => null, cancel: () => {} };
 
@@ -249,8 +244,8 @@ export function outputStream<T extends string | Uint8Array>(
       signal,
       label: `${execPath}/${name}`,
       onEnd: (reply) => {
-        const code = exitCodeOf(reply.trailer(TRAILER_EXIT_CODE));
-        if (onExit && code !== null) onExit(code);
+        const code = reply.trailer(TRAILER_EXIT_CODE);
+        if (onExit && code && /^\d{1,3}$/.test(code)) onExit(Number(code));
       },
     },
   );

@@ -19,8 +19,6 @@ export const LIMITS = {
   maxStdinChunkBytes: 4 * 1024 * 1024,
   /** Long polls (wait) are capped so proxies do not cut them; clients loop. */
   maxWaitMs: 50_000,
-  /** How long an exec's reply may be held open for the process's exit (awaitExitMs). */
-  maxAwaitExitMs: 1_000,
 } as const;
 
 export const NAME_PATTERN = "^[A-Za-z0-9._-]+$";

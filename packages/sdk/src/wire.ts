@@ -318,18 +318,6 @@ export const ExecRequest = Type.Object(
 );
 export type ExecRequest = Static<typeof ExecRequest>;
 
-/**
- * `awaitExitMs`: the reply's body (the exec, as JSON, then a newline) is
- * sent at once, and the reply is held open up to this long for the
- * process's exit, which ends it with the x-sbx-exit-code trailer (empty if
- * the process still runs). A quick command's code then needs no wait call.
- */
-export const ExecQuery = Type.Object(
-  { awaitExitMs: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxAwaitExitMs })) },
-  { additionalProperties: false },
-);
-export type ExecQuery = Static<typeof ExecQuery>;
-
 export const Exec = Type.Object({
   execId: ExecIdSchema,
   sandboxId: SandboxIdSchema,
@@ -355,9 +343,9 @@ export const Health = Type.Object({ ok: Type.Boolean(), version: Type.String() }
 // Header names of the streaming endpoints.
 export const HEADER_STREAM_OFFSET = "x-sbx-offset";
 /**
- * HTTP trailer at the end of a process's stdout/stderr stream, and of an
- * exec's reply held with awaitExitMs: its exit code once the process has
- * ended (empty otherwise), so the client needs no wait call.
+ * HTTP trailer at the end of a process's stdout/stderr stream: its exit code
+ * once the stream ended because the process did (empty otherwise), so a
+ * client that read the output to its end needs no wait call.
  */
 export const TRAILER_EXIT_CODE = "x-sbx-exit-code";
 
@@ -376,7 +364,6 @@ export const SCHEMAS: Record<string, TSchema> = {
   SandboxEventList,
   SandboxList,
   ExecRequest,
-  ExecQuery,
   Exec,
   ReadinessProbe,
   VolumeMount,

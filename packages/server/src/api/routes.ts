@@ -11,7 +11,6 @@ import {
 
   Exec,
   ExecRequest,
-  ExecQuery,
   HEADER_STREAM_OFFSET,
   TRAILER_EXIT_CODE,
   Health,
@@ -43,7 +42,7 @@ import type { AppService, SandboxService, SecretService, VolumeService, Workspac
 import { InvalidArgumentError } from "../core/index.js";
 import { scopeOf } from "./scope.js";
 import { abortOnClose } from "./request-signal.js";
-import { ChunkBuffers, sendStream, single } from "./stream-reply.js";
+import { ChunkBuffers, sendStream } from "./stream-reply.js";
 import {
   presentApp,
   presentEvent,
@@ -423,33 +422,11 @@ export const ROUTES: RouteDef[] = [
     url: "/v1/sandboxes/:sandboxId/execs",
     summary: "Starts a process in a running sandbox.",
     auth: true,
-    schema: { params: SandboxParams, querystring: ExecQuery, body: ExecRequest, response: Exec, status: 201 },
+    schema: { params: SandboxParams, body: ExecRequest, response: Exec, status: 201 },
     handler: async (s, req, reply) => {
-      const scope = scopeOf(req);
-      const { sandboxId } = req.params as P;
-      const ex = await s.sandboxes.exec(scope, sandboxId, req.body as ExecRequest);
-      const awaitExitMs = (req.query as ExecQuery).awaitExitMs;
-      if (awaitExitMs === undefined) {
-        void reply.status(201);
-        return presentExec(ex);
-      }
-      // The exec at once, then the code of a process that ends within
-      // awaitExitMs as a trailer: a quick command's exit costs no second
-      // request, which here is also CPU taken from the command while it runs.
-      const signal = abortOnClose(reply);
-      const body = Buffer.from(`${JSON.stringify(presentExec(ex))}\n`);
-      await sendStream(reply, single(body), {
-        status: 201,
-        headers: { "content-type": "application/json", "cache-control": "no-store" },
-        trailer: {
-          name: TRAILER_EXIT_CODE,
-          value: async () => {
-            const rec = await s.sandboxes.waitExec(scope, sandboxId, ex.execId, awaitExitMs, signal).catch(() => null);
-            return String(rec?.returncode ?? "");
-          },
-        },
-        signal,
-      });
+      const ex = await s.sandboxes.exec(scopeOf(req), (req.params as P).sandboxId, req.body as ExecRequest);
+      void reply.status(201);
+      return presentExec(ex);
     },
   },
   {

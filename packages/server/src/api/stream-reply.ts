@@ -47,8 +47,6 @@ export class ChunkBuffers implements ReadBuffers {
 }
 
 export interface StreamReplyOptions {
-  /** Default 200. */
-  status?: number;
   headers: Record<string, string>;
   /** One trailer, its value computed after the last chunk was written. */
   trailer?: { name: string; value: () => Promise<string> };
@@ -59,11 +57,11 @@ export interface StreamReplyOptions {
 }
 
 /**
- * Writes `chunks` as a chunked reply, then the trailer if there is one. The reply is
- * hijacked from Fastify, so this must be called only after every check that
- * can answer with an error. A failure after the headers (the client leaving,
- * a read error) cuts the connection: the SDK resumes an output stream from
- * the offset it got to, and falls back to a wait call for an exec's code.
+ * Writes `chunks` as a 200 chunked reply, then the trailer if there is one.
+ * The reply is hijacked from Fastify, so this must be called only after
+ * every check that can answer with an error. A failure after the headers
+ * (the client leaving, a read error) cuts the connection: the SDK resumes
+ * from the offset it got to.
  */
 export async function sendStream(reply: FastifyReply, chunks: AsyncGenerator<Uint8Array>, opts: StreamReplyOptions): Promise<void> {
   reply.hijack();
@@ -71,12 +69,12 @@ export async function sendStream(reply: FastifyReply, chunks: AsyncGenerator<Uin
   try {
     if (reply.request.method === "HEAD") {
       await chunks.return(undefined);
-      res.writeHead(opts.status ?? 200, opts.headers).end();
+      res.writeHead(200, opts.headers).end();
       return;
     }
     // Trailers need chunked encoding, which an HTTP/1.0 client does not get.
     const trailer = res.useChunkedEncodingByDefault ? opts.trailer : undefined;
-    res.writeHead(opts.status ?? 200, trailer ? { ...opts.headers, trailer: trailer.name } : opts.headers);
+    res.writeHead(200, trailer ? { ...opts.headers, trailer: trailer.name } : opts.headers);
     // node sends the headers with the first bytes. A process may print
     // nothing for minutes, and a client bounds its wait for the headers (the
     // SDK's connectTimeoutMs): they go alone if no bytes come soon.
@@ -102,16 +100,7 @@ async function writeChunks(res: ServerResponse, chunks: AsyncGenerator<Uint8Arra
     onWrite();
     // The callback runs once the socket has the bytes (or failed to take them).
     const more = res.write(chunk, () => opts.buffers?.giveBack(chunk));
-    // node sends a reply's first bytes on the next tick, after the work
-    // queued behind this write: a held exec reply would register its wait
-    // first, which cost 0.2-0.3 ms here. Send them now.
-    if (res.socket !== null && res.socket.writableCorked > 0) res.socket.uncork();
     if (!more) await once(res, "drain", { signal: opts.signal });
   }
   if (opts.signal.aborted) throw opts.signal.reason; // the reader stopped because the client left
-}
-
-/** A reply body of one chunk, for sendStream. */
-export async function* single(chunk: Uint8Array): AsyncGenerator<Uint8Array> {
-  yield chunk;
 }
