@@ -40,7 +40,8 @@ export function parseOctetStreamBodies(app: FastifyInstance, limit: number, keep
       done(err, undefined);
     };
     const onData = (chunk: Buffer) => {
-      if (len + chunk.length > buf.length) return fail(declared !== undefined && declared <= limit ? new FST_ERR_CTP_INVALID_CONTENT_LENGTH() : new FST_ERR_CTP_BODY_TOO_LARGE());
+      // More than declared (declared ≤ limit was checked above), or an undeclared body past the limit.
+      if (len + chunk.length > buf.length) return fail(declared !== undefined ? new FST_ERR_CTP_INVALID_CONTENT_LENGTH() : new FST_ERR_CTP_BODY_TOO_LARGE());
       chunk.copy(buf, len);
       len += chunk.length;
     };

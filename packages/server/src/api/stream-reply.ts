@@ -78,13 +78,9 @@ export async function sendStream(reply: FastifyReply, chunks: AsyncGenerator<Uin
     // node sends the headers with the first bytes. A process may print
     // nothing for minutes, and a client bounds its wait for the headers (the
     // SDK's connectTimeoutMs): they go alone if no bytes come soon.
-    let early: NodeJS.Timeout | undefined = setTimeout(() => res.flushHeaders(), HEADERS_ALONE_AFTER_MS);
-    const wrote = () => {
-      clearTimeout(early);
-      early = undefined;
-    };
+    const early = setTimeout(() => res.flushHeaders(), HEADERS_ALONE_AFTER_MS);
     try {
-      await writeChunks(res, chunks, opts, wrote);
+      await writeChunks(res, chunks, opts, () => clearTimeout(early));
     } finally {
       clearTimeout(early);
     }
