@@ -223,11 +223,18 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
     const a2 = (await backend2.adopt(a.sandboxId)) as LocalSandbox | null;
     assert.ok(a2);
     const replayed: string[] = [];
+    const heardAfterLeaving: string[] = [];
     a2.onExecExit((id) => replayed.push(id));
+    const leave = a2.onExecExit((id) => heardAfterLeaving.push(id));
+    await new Promise((r) => setTimeout(r, 50)); // the replay of earlier exits
+    leave();
+    heardAfterLeaving.length = 0;
     const r = await run(a2, ["echo", "adopted"]);
     assert.equal(r.stdout, "adopted\n");
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(replayed.includes("t1"), `replayed: ${replayed.join(",")}`);
+    assert.ok(replayed.includes(`t${seq}`), "the echo's exit was told to the listener still subscribed");
+    assert.deepEqual(heardAfterLeaving, [], "an unsubscribed listener hears of no later exit");
     assert.equal(await backend2.adopt("rt-nonexistent"), null);
   });
 

@@ -174,8 +174,11 @@ const WARM_UP_TIMEOUT_MS = 5000;
  */
 async function warmUp(handle: RuntimeSandbox): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  // Unsubscribed once done: a listener is also told of (and remembers) every
+  // later exec of the sandbox, the claimer's included.
+  let unsubscribe: (() => void) | undefined;
   const exited = new Promise<void>((resolve) => {
-    handle.onExecExit((id) => id === WARM_UP_EXEC_ID && resolve());
+    unsubscribe = handle.onExecExit((id) => id === WARM_UP_EXEC_ID && resolve());
     timer = setTimeout(resolve, WARM_UP_TIMEOUT_MS);
   });
   try {
@@ -185,6 +188,7 @@ async function warmUp(handle: RuntimeSandbox): Promise<void> {
     // not warmed: the claimer's first command pays, as without a pool
   } finally {
     clearTimeout(timer);
+    unsubscribe?.();
   }
 }
 

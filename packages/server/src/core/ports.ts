@@ -185,8 +185,8 @@ export interface RuntimeSandbox {
   outputPath(execId: string, stream: StreamName): string;
   /** The recorded exit status of a process, or null while it runs. */
   execStatus(execId: string): Promise<ExitStatus | null>;
-  /** Called once per process exit (from agent events; also replayed from files on adopt). */
-  onExecExit(listener: (execId: string, status: ExitStatus) => void): void;
+  /** Called once per process exit (from agent events; also replayed from files on adopt). Returns the unsubscribe. */
+  onExecExit(listener: (execId: string, status: ExitStatus) => void): () => void;
   /** Resolves when the sandbox's PID 1 is gone: the entrypoint's code, or 137 when killed. */
   waitExit(): Promise<{ code: number; oom: boolean }>;
   /** SIGKILL everything in the sandbox. Resolves once it is dead. */

@@ -308,10 +308,15 @@ class LocalSandbox implements RuntimeSandbox {
     return this.readExit(execId);
   }
 
-  onExecExit(listener: (execId: string, status: ExitStatus) => void): void {
+  onExecExit(listener: (execId: string, status: ExitStatus) => void): () => void {
     this.listeners.push(listener);
     this.delivered.set(listener, new Set());
     setImmediate(() => this.replayExits());
+    return () => {
+      const i = this.listeners.indexOf(listener);
+      if (i >= 0) this.listeners.splice(i, 1);
+      this.delivered.delete(listener);
+    };
   }
 
   isAlive(): boolean {
