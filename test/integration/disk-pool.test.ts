@@ -31,6 +31,7 @@ test("disk pool: empty until asked, then refilled with mounted spares; a take is
   const root = mkdtempSync(join(tmpdir(), "sbx-disk-pool-"));
   const dir = join(root, "pool");
   const taken = [join(root, "a"), join(root, "b")];
+  let loop: string | undefined;
   try {
     const logs: string[] = [];
     const pool = new DiskPool(dir, 64 * MiB, 2, (m) => logs.push(m));
@@ -49,9 +50,11 @@ test("disk pool: empty until asked, then refilled with mounted spares; a take is
     assert.equal(statSync(d.diskImage).size, 64 * MiB);
     assert.deepEqual(readdirSync(d.disk), ["lost+found"], "an empty filesystem");
     const mountLine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").find((l) => l.split(" ")[4] === d.disk)!;
-    const loop = / - ext4 \/dev\/(loop\d+) /.exec(mountLine)?.[1];
+    loop = / - ext4 \/dev\/(loop\d+) /.exec(mountLine)?.[1];
     assert.ok(loop, mountLine);
     assert.equal(readFileSync(`/sys/block/${loop}/loop/dio`, "utf8").trim(), "1", "the loop device does direct I/O on the image");
+    // removeDisk relies on it: the unmount frees the device, no scan of every loop device follows.
+    assert.equal(readFileSync(`/sys/block/${loop}/loop/autoclear`, "utf8").trim(), "1", "the loop device goes with the mount");
     assert.match(mountLine.split(" ")[5]!, /nodev/);
     assert.match(mountLine.split(" ")[5]!, /nosuid/);
     writeFileSync(join(d.disk, "written"), "x"); // writable
@@ -89,4 +92,11 @@ test("disk pool: empty until asked, then refilled with mounted spares; a take is
     if (mountsUnder(root).length === 0) rmSync(root, { recursive: true, force: true });
   }
   assert.deepEqual(mountsUnder(root), []);
+  let backing = "";
+  try {
+    backing = readFileSync(`/sys/block/${loop}/loop/backing_file`, "utf8");
+  } catch {
+    /* detached */
+  }
+  assert.ok(!backing.startsWith(root), `the taken disk's loop device was freed (${loop} still on ${backing.trim()})`);
 });

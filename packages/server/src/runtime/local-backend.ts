@@ -12,6 +12,7 @@
 // Any failure undoes the steps done, in reverse order.
 
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, chmodSync, writeFileSync, rmdirSync, readdirSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Backend, ExecRequest, ExitStatus, RuntimeSandbox, RuntimeSpec, StreamName } from "../core/ports.js";
 import { AgentClient } from "./agent-client.js";
@@ -766,12 +767,11 @@ class LocalBackend implements Backend {
     await removeDisk(p, { shutdownBin: join(this.opts.agentDir, "sbx-fs-shutdown") }).catch((e: unknown) =>
       this.log(`removing the disk of ${sandboxId}: ${(e as Error).message}`),
     );
+    // Throws if anything is still mounted, so nothing below is removed through a mount.
     await unmountAll(p.dir);
-    if (mountsUnder(p.dir).length === 0) {
-      // upper/ and work/ at the top: sandboxes made before writable disks.
-      for (const d of [p.disk, join(p.dir, "upper"), join(p.dir, "work"), p.rootfs, p.lower, p.bundle]) {
-        rmSync(d, { recursive: true, force: true });
-      }
+    // upper/ and work/ at the top: sandboxes made before writable disks.
+    for (const d of [p.disk, join(p.dir, "upper"), join(p.dir, "work"), p.rootfs, p.lower, p.bundle]) {
+      await rm(d, { recursive: true, force: true });
     }
     const state = readState(p.state);
     if (state && !state.destroyed) {

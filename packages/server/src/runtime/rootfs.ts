@@ -36,6 +36,7 @@ import {
   writeFileSync,
   constants as fsc,
 } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ADDR_CLAIMS_DIR } from "../net/index.js";
 import { runTool as runHostTool } from "../run-tool.js";
@@ -271,17 +272,49 @@ function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** Mount points at or under `dir` (this process's mount namespace), deepest first. */
-export function mountsUnder(dir: string): string[] {
-  const text = readFileSync("/proc/self/mountinfo", "utf8");
+/** How mountinfo spells a path: space, tab, newline and backslash as octal escapes. */
+function escapeMountinfo(s: string): string {
+  return s.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+
+/**
+ * Mount points at or under any of `dirs` (this process's mount namespace),
+ * deepest first. For start-up and tests; a sandbox's create and destroy use
+ * readMountsUnder, which reads the table off the event loop.
+ */
+export function mountsUnder(dirs: string | readonly string[]): string[] {
+  return mountPointsIn(readFileSync("/proc/self/mountinfo", "utf8"), dirs);
+}
+
+/**
+ * mountsUnder, with the table read through the thread pool: with 500
+ * sandboxes it has thousands of lines, and the kernel took ~10 ms to produce
+ * it, which a synchronous read held every API call for, several times per
+ * destroy.
+ */
+export async function readMountsUnder(dirs: string | readonly string[]): Promise<string[]> {
+  return mountPointsIn(await readFile("/proc/self/mountinfo", "utf8"), dirs);
+}
+
+/**
+ * The mount points in a mountinfo text at or under `dirs`, deepest (and, for
+ * stacked mounts, latest) first. Only the lines that mention a dir are split.
+ */
+function mountPointsIn(text: string, dirs: string | readonly string[]): string[] {
+  const list = typeof dirs === "string" ? [dirs] : dirs;
+  const lineStarts = new Set<number>();
+  for (const dir of list) {
+    const needle = ` ${escapeMountinfo(dir)}`;
+    for (let at = text.indexOf(needle); at !== -1; at = text.indexOf(needle, at + 1)) lineStarts.add(text.lastIndexOf("\n", at) + 1);
+  }
   const out: string[] = [];
-  for (const line of text.split("\n")) {
-    const f = line.split(" ");
+  for (const start of [...lineStarts].sort((a, b) => a - b)) {
+    const end = text.indexOf("\n", start);
+    const f = text.slice(start, end === -1 ? text.length : end).split(" ");
     if (f.length < 5) continue;
     const mp = unescapeMountinfo(f[4]!);
-    if (mp === dir || mp.startsWith(dir + "/")) out.push(mp);
+    if (list.some((dir) => mp === dir || mp.startsWith(dir + "/"))) out.push(mp);
   }
-  // Deepest (and, for stacked mounts, latest) first.
   return out.reverse().sort((a, b) => b.split("/").length - a.split("/").length);
 }
 
@@ -348,20 +381,20 @@ export async function mountRootfs(p: SandboxPaths, layers: string[], uidBase: nu
   }
 }
 
-/** Unmounts everything under the sandbox dir, deepest first; lazily if busy. Idempotent. */
-export async function unmountAll(dir: string): Promise<void> {
+/** Unmounts everything under `dirs`, deepest first; lazily if busy. Idempotent. */
+export async function unmountAll(dirs: string | readonly string[]): Promise<void> {
   for (let round = 0; round < 3; round++) {
-    const mps = mountsUnder(dir);
+    const mps = await readMountsUnder(dirs);
     if (mps.length === 0) return;
     try {
       await runTool("umount", mps);
     } catch {
       // Busy or already gone: detach lazily what is still there.
-      const left = mountsUnder(dir);
+      const left = await readMountsUnder(dirs);
       if (left.length) await runTool("umount", ["-l", ...left]).catch(() => undefined);
     }
   }
-  const left = mountsUnder(dir);
+  const left = await readMountsUnder(dirs);
   if (left.length) throw new RootfsError(`still mounted: ${left.join(" ")}`);
 }
 
