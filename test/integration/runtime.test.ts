@@ -246,6 +246,30 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
     await c.destroy();
   });
 
+  test("the death of a sandbox's PID 1 is seen at once: the agent's dropped connection wakes waitExit", async () => {
+    // A fallback look every 10 minutes: only the wake-up can see this death in time.
+    const slow = createLocalBackend({
+      dataDir: join(tmp, "data-slow-poll"),
+      agentDir: AGENT_DIR,
+      log: (m) => logs.push(m),
+      unsafeNoIdmap: !existsSync(join(AGENT_DIR, "sbx-idmap")),
+      exitPollMs: 600_000,
+      diskPoolSize: 0,
+    });
+    const id = `rt-p-${process.pid}`;
+    try {
+      const sb = (await slow.create(spec(id, { blockNetwork: true }))) as LocalSandbox;
+      const exited = sb.waitExit();
+      process.kill(sb.hostPid, "SIGKILL");
+      const late = new Promise((r) => setTimeout(() => r("not seen within 10 s"), 10_000).unref());
+      assert.deepEqual(await Promise.race([exited, late]), { code: 137, oom: false });
+      await sb.destroy();
+    } finally {
+      await slow.cleanup(id).catch(() => undefined);
+      await slow.close?.();
+    }
+  });
+
   test("a create that fails after the runtime started the container leaves no process, even when `runc delete` fails too", async () => {
     // A `runc` that refuses to delete, first on PATH, and an agent dir whose
     // sbx-netwire fails: the create fails after `runc run` and has to undo it.

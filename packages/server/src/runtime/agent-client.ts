@@ -183,6 +183,7 @@ export class AgentClient {
   private conn: AgentConnection | null = null;
   private connecting: Promise<AgentConnection> | null = null;
   private exitListeners: ((id: string, st: ExitStatus) => void)[] = [];
+  private dropListeners: (() => void)[] = [];
   private closed = false;
   private refd = true;
   features: string[] = [];
@@ -198,6 +199,11 @@ export class AgentClient {
 
   onExit(l: (id: string, st: ExitStatus) => void): void {
     this.exitListeners.push(l);
+  }
+
+  /** `l` is called each time the connection drops (before any reconnect): the agent may have died. */
+  onDrop(l: () => void): void {
+    this.dropListeners.push(l);
   }
 
   /** Whether the connection keeps the process alive (a helper's idle connection should not). */
@@ -265,6 +271,7 @@ export class AgentClient {
   private dropped(which: AgentConnection | undefined, err?: Error): void {
     if (this.closed || (which && this.conn !== which)) return;
     this.conn = null;
+    for (const l of this.dropListeners) l();
     if (this.opts.alive && !this.opts.alive()) return;
     this.opts.log?.(`agent connection ${this.socketPath} dropped${err ? `: ${err.message}` : ""}`);
     void this.ensure().then(
