@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { createServer, connect, type Server } from "node:net";
 import { join } from "node:path";
 import { createLocalBackend, type LocalSandbox } from "../../packages/server/src/runtime/index.js";
+import { sandboxPaths } from "../../packages/server/src/runtime/rootfs.js";
 import { hostVethName, netnsPath, removeHostNetwork, DEFAULT_NET } from "../../packages/server/src/net/index.js";
 import type { Backend, ExitStatus, RuntimeSpec } from "../../packages/server/src/core/ports.js";
 import { ensureBaseRootfsTar } from "../../packages/server/src/images/index.js";
@@ -325,5 +326,40 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
       assert.equal(existsSync(join(dataDir, "sandboxes", sb.sandboxId, "run", "procs")), true);
     }
     assert.deepEqual(mountsUnder(join(dataDir, "sandboxes")), []);
+  });
+
+  test("start-up cleans what a destroyed sandbox left: a mount under its dir, a loop device on its image", async () => {
+    // Start-up looks at the host's mounts and loop devices once for every
+    // sandbox kept in the data dir; what it finds must still be each one's
+    // own. One leftover each, and nothing else of them left, so that no
+    // other sign (a dir, the image) hides a miss.
+    const pa = sandboxPaths(dataDir, a.sandboxId);
+    const pb = sandboxPaths(dataDir, b.sandboxId);
+    const stray = join(pa.dir, "stray-mount");
+    mkdirSync(stray);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "sbx-test", stray]);
+    writeFileSync(pb.diskImage, Buffer.alloc(1 << 20));
+    const loop = execFileSync("losetup", ["--find", "--show", pb.diskImage], { encoding: "utf8" }).trim();
+    rmSync(pb.diskImage); // the device keeps it: "… (deleted)"
+    const backing = () => {
+      try {
+        return readFileSync(`/sys/block/${loop.replace("/dev/", "")}/loop/backing_file`, "utf8").trim();
+      } catch {
+        return "";
+      }
+    };
+    try {
+      assert.equal(backing(), `${pb.diskImage} (deleted)`);
+      const cleaned = await (backend as ReturnType<typeof createLocalBackend>).cleanupOrphans([]);
+      assert.ok(cleaned.includes(a.sandboxId), `the one with a mount left; cleaned: ${cleaned.join(", ")}`);
+      assert.ok(cleaned.includes(b.sandboxId), `the one with a loop device left; cleaned: ${cleaned.join(", ")}`);
+      assert.ok(!cleaned.includes(`rt-c-${process.pid}`), "a destroyed sandbox with nothing left is not touched");
+      assert.deepEqual(mountsUnder(pa.dir), []);
+      assert.notEqual(backing(), `${pb.diskImage} (deleted)`, "the loop device on the image was detached");
+      for (const p of [pa, pb]) assert.equal(existsSync(join(p.run, "procs")), true, "outputs are kept");
+    } finally {
+      for (const m of mountsUnder(pa.dir)) execFileSync("umount", ["-l", m]);
+      if (backing() === `${pb.diskImage} (deleted)`) execFileSync("losetup", ["-d", loop]);
+    }
   });
 });

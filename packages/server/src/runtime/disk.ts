@@ -254,17 +254,23 @@ async function copyOutputs(from: string, to: string, budget: number): Promise<vo
 
 /** Loop devices whose backing file is `image` (leaked by a crash between losetup and mount). */
 function loopsBackedBy(image: string): string[] {
-  const out: string[] = [];
+  return boundLoops()
+    .filter(([, file]) => file === image || file === `${image} (deleted)`)
+    .map(([dev]) => dev);
+}
+
+/** [device, backing file] of every bound loop device: one sysfs read per loop device on the host. */
+function boundLoops(): [string, string][] {
   let names: string[] = [];
   try {
     names = readdirSync("/sys/block").filter((n) => n.startsWith("loop"));
   } catch {
-    return out;
+    return [];
   }
+  const out: [string, string][] = [];
   for (const n of names) {
     try {
-      const f = readFileSync(`/sys/block/${n}/loop/backing_file`, "utf8").trim();
-      if (f === image || f === `${image} (deleted)`) out.push(`/dev/${n}`);
+      out.push([`/dev/${n}`, readFileSync(`/sys/block/${n}/loop/backing_file`, "utf8").trim()]);
     } catch {
       /* not bound */
     }
@@ -297,11 +303,22 @@ export async function removeDisk(p: DiskPaths, opts: { shutdownBin?: string } = 
   }
 }
 
-/** True when anything of the disk is left: the image, a loop device on it, or its mount. */
-export function diskLeftovers(p: SandboxPaths): string[] {
+/**
+ * What is left of a disk: the image, its mount, a loop device on it.
+ * `loops`: loopBackings() taken once for many sandboxes (a start-up scan),
+ * instead of a look at every loop device for each.
+ */
+export function diskLeftovers(p: SandboxPaths, loops?: ReadonlyMap<string, string[]>): string[] {
   const out: string[] = [];
   if (existsSync(p.diskImage)) out.push(p.diskImage);
   if (isMountPoint(p.disk)) out.push(`mount ${p.disk}`);
-  out.push(...loopsBackedBy(p.diskImage));
+  out.push(...(loops ? [...(loops.get(p.diskImage) ?? []), ...(loops.get(`${p.diskImage} (deleted)`) ?? [])] : loopsBackedBy(p.diskImage)));
+  return out;
+}
+
+/** Every bound loop device, by backing file (as sysfs spells it: "… (deleted)" once unlinked). */
+export function loopBackings(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const [dev, file] of boundLoops()) out.set(file, [...(out.get(file) ?? []), dev]);
   return out;
 }

@@ -20,7 +20,7 @@ import { ProcessWatch, procStartTime } from "./proc-watch.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { DiskPool } from "./disk-pool.js";
-import { assertHostSpace, DEFAULT_DISK, diskLeftovers, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
+import { assertHostSpace, DEFAULT_DISK, diskLeftovers, loopBackings, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
 import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
@@ -830,6 +830,12 @@ class LocalBackend implements Backend {
     });
     for (const c of containers) if (SANDBOX_ID_RE.test(c.id)) ids.add(c.id);
     const inRuntime = new Set(containers.map((c) => c.id));
+    // The host's mounts and loop devices, looked at once for all: per sandbox,
+    // with hundreds running and thousands of past ones kept, a start-up read
+    // the whole mount table and every loop device thousands of times. Nothing
+    // else changes them meanwhile (see above); a cleanup only removes its own.
+    const leftoverMounts = mountsUnder(sandboxesDir(this.opts.dataDir));
+    const loops = loopBackings();
     const cleaned: string[] = [];
     for (const id of ids) {
       if (keep.has(id)) continue;
@@ -843,7 +849,7 @@ class LocalBackend implements Backend {
         continue;
       }
       const state = readState(p.state);
-      if (state?.destroyed && !inRuntime.has(id) && !this.hasLeftovers(p, id)) continue;
+      if (state?.destroyed && !inRuntime.has(id) && !this.hasLeftovers(p, id, leftoverMounts, loops)) continue;
       try {
         await this.cleanup(id);
       } catch (e) {
@@ -865,7 +871,8 @@ class LocalBackend implements Backend {
     return cleaned;
   }
 
-  private hasLeftovers(p: SandboxPaths, id: string): boolean {
+  /** `mounts`: the mount points under the sandboxes dir; `loops`: loopBackings(); both taken once per scan. */
+  private hasLeftovers(p: SandboxPaths, id: string, mounts: readonly string[], loops: ReadonlyMap<string, string[]>): boolean {
     let runIsLink = false;
     try {
       runIsLink = lstatSync(p.run).isSymbolicLink();
@@ -875,8 +882,8 @@ class LocalBackend implements Backend {
     return (
       runIsLink ||
       existsSync(`${p.run}.tmp`) ||
-      mountsUnder(p.dir).length > 0 ||
-      diskLeftovers(p).length > 0 ||
+      mounts.some((m) => m === p.dir || m.startsWith(`${p.dir}/`)) ||
+      diskLeftovers(p, loops).length > 0 ||
       existsSync(netnsPath(id)) ||
       existsSync(`/sys/class/net/${hostVethName(id)}`) ||
       cgroupDirs(id).some((d) => existsSync(d)) ||
