@@ -237,6 +237,18 @@ describe("local backend (runc)", { skip, concurrency: false }, () => {
     assert.ok(replayed.includes(`t${seq}`), "the echo's exit was told to the listener still subscribed");
     assert.deepEqual(heardAfterLeaving, [], "an unsubscribed listener hears of no later exit");
     assert.equal(await backend2.adopt("rt-nonexistent"), null);
+
+    // A restart adopts all at once: one runtime list, the agents a few at a time.
+    const backend3 = createLocalBackend({ dataDir, agentDir: AGENT_DIR, log: (m) => logs.push(m), unsafeNoIdmap: !existsSync(join(AGENT_DIR, "sbx-idmap")) });
+    const all = await backend3.adoptAll([a.sandboxId, b.sandboxId, "rt-nonexistent"]);
+    assert.deepEqual([...all.keys()].sort(), [a.sandboxId, b.sandboxId, "rt-nonexistent"].sort());
+    assert.equal(all.get("rt-nonexistent"), null);
+    for (const id of [a.sandboxId, b.sandboxId]) {
+      const sb = all.get(id) as LocalSandbox | null;
+      assert.ok(sb, `${id} adopted`);
+      assert.equal(sb.hostPid, id === a.sandboxId ? a.hostPid : b.hostPid);
+      assert.equal((await run(sb, ["echo", id])).stdout, `${id}\n`, "its agent answers");
+    }
   });
 
   test("entrypoint exit ends the sandbox with its code", async () => {

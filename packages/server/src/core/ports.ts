@@ -205,6 +205,8 @@ export interface Backend {
   create(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeSandbox>;
   /** Reattaches to a sandbox started by an earlier server process; null if it is gone. */
   adopt(sandboxId: string): Promise<RuntimeSandbox | null>;
+  /** adopt() for many at once (a restart); a sandbox that cannot be adopted maps to null. */
+  adoptAll(sandboxIds: readonly string[]): Promise<Map<string, RuntimeSandbox | null>>;
   /** Cleans up what a dead sandbox left behind (mounts, netns, runtime state). */
   cleanup(sandboxId: string): Promise<void>;
   /**

@@ -831,16 +831,15 @@ export class SandboxService {
     let adopted = 0;
     let lost = 0;
     const adoptedIds: string[] = [];
-    for (const rec of store.listActiveSandboxes()) {
+    const records = store.listActiveSandboxes();
+    const handles = await backend.adoptAll(records.filter((r) => r.state === "started").map((r) => r.sandboxId));
+    for (const rec of records) {
       if (rec.state !== "started") {
         await this.finish(rec.sandboxId, "failed", 1, "the server stopped before the sandbox started");
         lost++;
         continue;
       }
-      const handle = await backend.adopt(rec.sandboxId).catch((err: unknown) => {
-        this.deps.log(`sandbox ${rec.sandboxId}: adopt failed: ${String(err)}`);
-        return null;
-      });
+      const handle = handles.get(rec.sandboxId) ?? null;
       if (!handle) {
         const entry = rec.spec.command ? await output.exitStatus(rec.sandboxId, ENTRY_EXEC_ID) : null;
         if (entry) await this.finish(rec.sandboxId, "exited", entry.code);

@@ -23,7 +23,7 @@ import { DiskPool } from "./disk-pool.js";
 import { assertHostSpace, DEFAULT_DISK, diskLeftovers, loopBackings, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
-import { chooseRuntime, OciRuntime, RuntimeError, type RuntimeName } from "./runc.js";
+import { chooseRuntime, OciRuntime, RuntimeError, type ContainerState, type RuntimeName } from "./runc.js";
 import {
   SANDBOX_ID_RE,
   releaseClaimsOf,
@@ -105,6 +105,8 @@ export interface LocalBackendOptions {
  * sandboxes cost the server ~15 % of a core in reads of /proc.
  */
 const EXIT_POLL_MS = 1000;
+/** How many sandboxes adoptAll reattaches at once. */
+const ADOPT_WIDTH = 8;
 /** When waitExit looks after a drop: the socket closes a moment before the kernel marks the process dead. */
 const EXIT_LOOKS_AFTER_DROP_MS = [0, 5, 20, 50, 100, 250, 500, 1000];
 
@@ -726,6 +728,44 @@ class LocalBackend implements Backend {
   }
 
   async adopt(sandboxId: string): Promise<RuntimeSandbox | null> {
+    return this.adoptAs(sandboxId, () => this.rt.state(sandboxId));
+  }
+
+  /**
+   * adopt() for every sandbox a restarted server had: one `runtime list`
+   * instead of one `runtime state` each (a runc start-up, ~25 ms here), and
+   * the agents reached ADOPT_WIDTH at a time. A restart with 200 running
+   * sandboxes spent most of its start-up on those one by one.
+   */
+  async adoptAll(sandboxIds: readonly string[]): Promise<Map<string, RuntimeSandbox | null>> {
+    const listed = await this.rt.list().then(
+      (all) => new Map(all.map((c) => [c.id, c])),
+      (e: unknown) => {
+        this.log(`adopt: ${this.rt.name} list: ${(e as Error).message}; asking for each sandbox instead`);
+        return null;
+      },
+    );
+    const out = new Map<string, RuntimeSandbox | null>();
+    let next = 0;
+    const worker = async () => {
+      while (next < sandboxIds.length) {
+        const id = sandboxIds[next++]!;
+        const known = listed ? async () => listed.get(id) ?? null : () => this.rt.state(id);
+        out.set(
+          id,
+          await this.adoptAs(id, known).catch((e: unknown) => {
+            this.log(`sandbox ${id}: adopt failed: ${String(e)}`);
+            return null;
+          }),
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ADOPT_WIDTH, sandboxIds.length) }, worker));
+    return out;
+  }
+
+  /** adopt(), with the runtime's view of the container from `runtimeState`. */
+  private async adoptAs(sandboxId: string, runtimeState: () => Promise<ContainerState | null>): Promise<RuntimeSandbox | null> {
     let p: SandboxPaths;
     try {
       p = sandboxPaths(this.opts.dataDir, sandboxId);
@@ -734,7 +774,7 @@ class LocalBackend implements Backend {
     }
     const state = readState(p.state);
     if (!state || state.destroyed) return null;
-    const rs = await this.rt.state(sandboxId).catch(() => null);
+    const rs = await runtimeState().catch(() => null);
     if (!rs || rs.pid <= 0) return null;
     const startTime = procStartTime(rs.pid);
     if (rs.status !== "running" || !startTime) {
