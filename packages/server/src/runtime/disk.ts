@@ -252,30 +252,29 @@ async function copyOutputs(from: string, to: string, budget: number): Promise<vo
   }
 }
 
-/** Loop devices whose backing file is `image` (leaked by a crash between losetup and mount). */
-function loopsBackedBy(image: string): string[] {
-  return boundLoops()
-    .filter(([, file]) => file === image || file === `${image} (deleted)`)
-    .map(([dev]) => dev);
-}
-
-/** [device, backing file] of every bound loop device: one sysfs read per loop device on the host. */
-function boundLoops(): [string, string][] {
+/** Every bound loop device, by backing file (sysfs adds " (deleted)" once the file is unlinked). */
+export function loopBackings(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
   let names: string[] = [];
   try {
     names = readdirSync("/sys/block").filter((n) => n.startsWith("loop"));
   } catch {
-    return [];
+    return out;
   }
-  const out: [string, string][] = [];
   for (const n of names) {
     try {
-      out.push([`/dev/${n}`, readFileSync(`/sys/block/${n}/loop/backing_file`, "utf8").trim()]);
+      const file = readFileSync(`/sys/block/${n}/loop/backing_file`, "utf8").trim();
+      out.set(file, [...(out.get(file) ?? []), `/dev/${n}`]);
     } catch {
       /* not bound */
     }
   }
   return out;
+}
+
+/** The loop devices on `image`, unlinked or not, in `loops` (loopBackings()). */
+function loopsOn(image: string, loops: ReadonlyMap<string, string[]>): string[] {
+  return [...(loops.get(image) ?? []), ...(loops.get(`${image} (deleted)`) ?? [])];
 }
 
 /**
@@ -294,7 +293,7 @@ export async function removeDisk(p: DiskPaths, opts: { shutdownBin?: string } = 
     await runTool("umount", [p.disk]).catch(() => runTool("umount", ["-l", p.disk]));
   } else {
     // Not mounted: a crash may have come between the loop device and the mount.
-    for (const dev of loopsBackedBy(p.diskImage)) await runTool("losetup", ["-d", dev]).catch(() => undefined);
+    for (const dev of loopsOn(p.diskImage, loopBackings())) await runTool("losetup", ["-d", dev]).catch(() => undefined);
   }
   if (!isMountPoint(p.disk)) {
     // Freeing a big image's blocks takes the filesystem a while: off the event loop.
@@ -305,20 +304,12 @@ export async function removeDisk(p: DiskPaths, opts: { shutdownBin?: string } = 
 
 /**
  * What is left of a disk: the image, its mount, a loop device on it.
- * `loops`: loopBackings() taken once for many sandboxes (a start-up scan),
- * instead of a look at every loop device for each.
+ * `loops`: loopBackings(), taken once for the many sandboxes a start-up looks at.
  */
-export function diskLeftovers(p: SandboxPaths, loops?: ReadonlyMap<string, string[]>): string[] {
+export function diskLeftovers(p: SandboxPaths, loops: ReadonlyMap<string, string[]>): string[] {
   const out: string[] = [];
   if (existsSync(p.diskImage)) out.push(p.diskImage);
   if (isMountPoint(p.disk)) out.push(`mount ${p.disk}`);
-  out.push(...(loops ? [...(loops.get(p.diskImage) ?? []), ...(loops.get(`${p.diskImage} (deleted)`) ?? [])] : loopsBackedBy(p.diskImage)));
-  return out;
-}
-
-/** Every bound loop device, by backing file (as sysfs spells it: "… (deleted)" once unlinked). */
-export function loopBackings(): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const [dev, file] of boundLoops()) out.set(file, [...(out.get(file) ?? []), dev]);
+  out.push(...loopsOn(p.diskImage, loops));
   return out;
 }

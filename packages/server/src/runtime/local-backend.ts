@@ -904,7 +904,8 @@ class LocalBackend implements Backend {
       } catch {
         /* none */
       }
-      if (procs.length === 0 && mountsUnder(p.dir).length === 0) rmSync(p.dir, { recursive: true, force: true });
+      // cleanup() threw if anything under the dir stayed mounted.
+      if (procs.length === 0) rmSync(p.dir, { recursive: true, force: true });
       cleaned.push(id);
     }
     if (cleaned.length) this.log(`cleaned up after ${cleaned.length} sandbox(es) not running: ${cleaned.join(", ")}`);

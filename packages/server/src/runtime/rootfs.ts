@@ -278,12 +278,12 @@ function escapeMountinfo(s: string): string {
 }
 
 /**
- * Mount points at or under any of `dirs` (this process's mount namespace),
- * deepest first. For start-up and tests; a sandbox's create and destroy use
+ * Mount points at or under `dir` (this process's mount namespace), deepest
+ * first. For start-up and tests; a sandbox's create and destroy use
  * readMountsUnder, which reads the table off the event loop.
  */
-export function mountsUnder(dirs: string | readonly string[]): string[] {
-  return mountPointsIn(readFileSync("/proc/self/mountinfo", "utf8"), dirs);
+export function mountsUnder(dir: string): string[] {
+  return mountPointsIn(readFileSync("/proc/self/mountinfo", "utf8"), dir);
 }
 
 /**
@@ -292,28 +292,24 @@ export function mountsUnder(dirs: string | readonly string[]): string[] {
  * it, which a synchronous read held every API call for, several times per
  * destroy.
  */
-export async function readMountsUnder(dirs: string | readonly string[]): Promise<string[]> {
-  return mountPointsIn(await readFile("/proc/self/mountinfo", "utf8"), dirs);
+export async function readMountsUnder(dir: string): Promise<string[]> {
+  return mountPointsIn(await readFile("/proc/self/mountinfo", "utf8"), dir);
 }
 
 /**
- * The mount points in a mountinfo text at or under `dirs`, deepest (and, for
- * stacked mounts, latest) first. Only the lines that mention a dir are split.
+ * The mount points in a mountinfo text at or under `dir`, deepest (and, for
+ * stacked mounts, latest) first. Only the lines that mention `dir` are split.
  */
-function mountPointsIn(text: string, dirs: string | readonly string[]): string[] {
-  const list = typeof dirs === "string" ? [dirs] : dirs;
-  const lineStarts = new Set<number>();
-  for (const dir of list) {
-    const needle = ` ${escapeMountinfo(dir)}`;
-    for (let at = text.indexOf(needle); at !== -1; at = text.indexOf(needle, at + 1)) lineStarts.add(text.lastIndexOf("\n", at) + 1);
-  }
+function mountPointsIn(text: string, dir: string): string[] {
+  const needle = ` ${escapeMountinfo(dir)}`;
   const out: string[] = [];
-  for (const start of [...lineStarts].sort((a, b) => a - b)) {
-    const end = text.indexOf("\n", start);
-    const f = text.slice(start, end === -1 ? text.length : end).split(" ");
-    if (f.length < 5) continue;
-    const mp = unescapeMountinfo(f[4]!);
-    if (list.some((dir) => mp === dir || mp.startsWith(dir + "/"))) out.push(mp);
+  for (let at = text.indexOf(needle); at !== -1; ) {
+    let end = text.indexOf("\n", at);
+    if (end === -1) end = text.length;
+    const f = text.slice(text.lastIndexOf("\n", at) + 1, end).split(" ");
+    const mp = f.length < 5 ? "" : unescapeMountinfo(f[4]!);
+    if (mp === dir || mp.startsWith(dir + "/")) out.push(mp);
+    at = text.indexOf(needle, end); // a line may name dir twice (its root and its mount point)
   }
   return out.reverse().sort((a, b) => b.split("/").length - a.split("/").length);
 }
@@ -381,20 +377,20 @@ export async function mountRootfs(p: SandboxPaths, layers: string[], uidBase: nu
   }
 }
 
-/** Unmounts everything under `dirs`, deepest first; lazily if busy. Idempotent. */
-export async function unmountAll(dirs: string | readonly string[]): Promise<void> {
+/** Unmounts everything under `dir`, deepest first; lazily if busy. Idempotent. */
+export async function unmountAll(dir: string): Promise<void> {
   for (let round = 0; round < 3; round++) {
-    const mps = await readMountsUnder(dirs);
+    const mps = await readMountsUnder(dir);
     if (mps.length === 0) return;
     try {
       await runTool("umount", mps);
     } catch {
       // Busy or already gone: detach lazily what is still there.
-      const left = await readMountsUnder(dirs);
+      const left = await readMountsUnder(dir);
       if (left.length) await runTool("umount", ["-l", ...left]).catch(() => undefined);
     }
   }
-  const left = await readMountsUnder(dirs);
+  const left = await readMountsUnder(dir);
   if (left.length) throw new RootfsError(`still mounted: ${left.join(" ")}`);
 }
 
