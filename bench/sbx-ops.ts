@@ -48,18 +48,42 @@ export interface Transfer {
   truncated: boolean;
 }
 
+/**
+ * How stdout is read: `byob` reads into one 1 MiB buffer of the reader's
+ * (a BYOB reader: the SDK's path for bulk output, straight from its socket
+ * into that buffer); `chunks` takes the chunks the stream hands out (`for await`).
+ */
+export type ReadStyle = "byob" | "chunks";
+
 /** Reads `bytes` of stdout (`head -c N /dev/zero`) in binary mode; counts them. */
-export async function readStdout(sb: Sandbox, bytes: number, timeLimitMs: number): Promise<Transfer> {
+export async function readStdout(sb: Sandbox, bytes: number, timeLimitMs: number, style: ReadStyle = "byob"): Promise<Transfer> {
   const t0 = performance.now();
   const deadline = t0 + timeLimitMs;
   const p = await sb.exec(["head", "-c", String(bytes), "/dev/zero"], { mode: "binary", stderr: "ignore" });
   let n = 0;
   let truncated = false;
-  for await (const chunk of p.stdout) {
-    n += chunk.length;
-    if (performance.now() > deadline) {
-      truncated = true;
-      break;
+  if (style === "byob") {
+    const reader = p.stdout.getReader({ mode: "byob" });
+    let buf = new Uint8Array(1 << 20);
+    for (;;) {
+      const { done, value } = await reader.read(buf);
+      if (done || !value) break;
+      n += value.byteLength;
+      // The read hands the buffer back in its result (a BYOB read transfers it).
+      buf = new Uint8Array(value.buffer);
+      if (performance.now() > deadline) {
+        truncated = true;
+        await reader.cancel();
+        break;
+      }
+    }
+  } else {
+    for await (const chunk of p.stdout) {
+      n += chunk.length;
+      if (performance.now() > deadline) {
+        truncated = true;
+        break;
+      }
     }
   }
   if (!truncated) {

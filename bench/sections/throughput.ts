@@ -10,11 +10,15 @@
 // writeback. So each stdout transfer of the target figure starts with the
 // host's writeback flushed (not timed), like each section does; the same
 // transfers back to back are a row of their own.
+//
+// stdout is read the way the SDK offers for bulk output: a BYOB reader with
+// one 1 MiB buffer, filled straight from the socket. The same transfers
+// read as the stream's own chunks (`for await`) are a row of their own.
 import { barePipe } from "../baselines/pipe.js";
 import { run } from "../proc.js";
 import { limit, type Ctx } from "../context.js";
 import type { Row, SectionResult } from "../report.js";
-import { readStdout, SANDBOX_TIMEOUT_MS, writeStdin, type Transfer } from "../sbx-ops.js";
+import { readStdout, SANDBOX_TIMEOUT_MS, writeStdin, type ReadStyle, type Transfer } from "../sbx-ops.js";
 import { summarize, timeLoop, type Summary } from "../stats.js";
 
 export const THROUGHPUT_TARGET = 0.3;
@@ -29,6 +33,7 @@ export async function throughput(ctx: Ctx): Promise<SectionResult> {
   const perGiB = (x: Transfer) => (x.ms * GIB) / x.bytes;
   const transfers: Record<string, Transfer[]> = { stdout: [], stdin: [] };
   const backToBack: Transfer[] = [];
+  const chunked: Transfer[] = [];
   // Each direction in a sandbox of its own: the GiBs of stdout are written
   // back to the stdout sandbox's disk for a while after they were read, and
   // terminating it drops what is left, so the stdin figure is stdin's alone.
@@ -37,8 +42,8 @@ export async function throughput(ctx: Ctx): Promise<SectionResult> {
     const sb = await server.client.sandboxes.create(app, undefined, { timeoutMs: SANDBOX_TIMEOUT_MS });
     try {
       ctx.log(`throughput: sbx ${dir} × ${t.iterations}`);
-      const transfer = async (into: Transfer[]) => {
-        const x = dir === "stdout" ? await readStdout(sb, t.bytes, limit(ctx, t.timeLimitMs)) : await writeStdin(sb, t.bytes, limit(ctx, t.timeLimitMs));
+      const transfer = async (into: Transfer[], style: ReadStyle = "byob") => {
+        const x = dir === "stdout" ? await readStdout(sb, t.bytes, limit(ctx, t.timeLimitMs), style) : await writeStdin(sb, t.bytes, limit(ctx, t.timeLimitMs));
         if (x.truncated) notes.push(`throughput: an ${dir} transfer was cut at ${(x.bytes / (1 << 20)).toFixed(0)} MiB by the time limit; its rate is scaled.`);
         into.push(x);
         return perGiB(x);
@@ -51,6 +56,11 @@ export async function throughput(ctx: Ctx): Promise<SectionResult> {
       if (dir === "stdout") {
         ctx.log(`throughput: sbx stdout back to back × ${t.iterations}`);
         await timeLoop({ count: t.iterations, timeLimitMs: limit(ctx, t.timeLimitMs) }, () => transfer(backToBack));
+        ctx.log(`throughput: sbx stdout as the stream's chunks × ${t.iterations}`);
+        await timeLoop({ count: t.iterations, timeLimitMs: limit(ctx, t.timeLimitMs) }, async () => {
+          await run(["sync"], { timeoutMs: 120_000 });
+          return transfer(chunked, "chunks");
+        });
       }
     } finally {
       await sb.terminate();
@@ -68,7 +78,7 @@ export async function throughput(ctx: Ctx): Promise<SectionResult> {
     const r = pipe.n && s.n ? pipe.p50 / s.p50 : NaN;
     rows.push({
       section: S,
-      figure: `sbx ${dir} (${mibps(s)})`,
+      figure: `sbx ${dir}${dir === "stdout" ? ", BYOB reader" : ""} (${mibps(s)})`,
       unit: "ms/GiB",
       summary: s,
       ratio: r,
@@ -82,6 +92,12 @@ export async function throughput(ctx: Ctx): Promise<SectionResult> {
       const rb = pipe.n ? pipe.p50 / b.p50 : NaN;
       rows.push({ section: S, figure: `  back to back, no flush (${mibps(b)})`, unit: "ms/GiB", summary: b, ratio: rb, baseline: "pipe rate" });
       data.stdoutBackToBack = { msPerGiB: b, rateRatioToPipe: rb, transfers: backToBack };
+    }
+    if (dir === "stdout" && chunked.length) {
+      const c = summarize(chunked.map(perGiB));
+      const rc = pipe.n ? pipe.p50 / c.p50 : NaN;
+      rows.push({ section: S, figure: `  as chunks (for await), flushed (${mibps(c)})`, unit: "ms/GiB", summary: c, ratio: rc, baseline: "pipe rate" });
+      data.stdoutChunks = { msPerGiB: c, rateRatioToPipe: rc, transfers: chunked };
     }
   }
   rows.push({ section: S, figure: `bare pipe (${mibps(pipe)})`, unit: "ms/GiB", summary: pipe });

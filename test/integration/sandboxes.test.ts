@@ -82,6 +82,29 @@ describe("exec streams", () => {
     });
   });
 
+  test("a BYOB reader gets stdout straight into its own buffer, byte-exact, with the exit code", async () => {
+    await withSandbox(async (sb) => {
+      const gen = await sb.exec(["sh", "-c", "head -c 20000000 /dev/urandom > /tmp/blob && sha256sum /tmp/blob"]);
+      assert.equal(await gen.wait(), 0);
+      const expected = (await gen.stdout.readText()).split(" ")[0];
+      const p = await sb.exec(["sh", "-c", "cat /tmp/blob; exit 9"], { mode: "binary" });
+      const reader = p.stdout.getReader({ mode: "byob" });
+      const hash = createHash("sha256");
+      let buf = new Uint8Array(100_003);
+      let bytes = 0;
+      for (;;) {
+        const { done, value } = await reader.read(buf);
+        if (done) break;
+        hash.update(value!);
+        bytes += value!.length;
+        buf = new Uint8Array(value!.buffer);
+      }
+      assert.equal(bytes, 20_000_000);
+      assert.equal(hash.digest("hex"), expected);
+      assert.equal(p.returncode, 9, "known from the stream's trailer");
+    });
+  });
+
   test("stdin round trip through cat, with EOF", async () => {
     await withSandbox(async (sb) => {
       const p = await sb.exec(["cat"]);

@@ -140,6 +140,53 @@ test("a binary stream resumes too; progress resets the reconnect budget", async 
   }
 });
 
+test("a BYOB read of a binary stream goes direct into the reader's buffer, and resumes after drops like any read", async () => {
+  const offsets: number[] = [];
+  const connections: string[] = [];
+  const cuts = [999, 2500, 5003];
+  const srv = await serve((req, res) => {
+    const offset = Number(new URL(req.url!, "http://x").searchParams.get("offset"));
+    offsets.push(offset);
+    connections.push(String(req.headers.connection));
+    res.writeHead(200, { "x-sbx-offset": String(offset), trailer: "x-sbx-exit-code" });
+    const cut = cuts.find((c) => c > offset);
+    if (cut === undefined) {
+      res.write(BYTES.subarray(offset, offset + 3));
+      res.addTrailers({ "x-sbx-exit-code": "5" });
+      setTimeout(() => res.end(BYTES.subarray(offset + 3)), 10);
+      return;
+    }
+    res.write(BYTES.subarray(offset, cut), () => setTimeout(() => res.socket?.destroy(), 20));
+  });
+  try {
+    let code: number | undefined;
+    const s = outputStream<Uint8Array>(srv.http, "/v1/sandboxes/sb-1/execs/ex-3", "stdout", "binary", true, undefined, (c) => (code = c));
+    const reader = s.getReader({ mode: "byob" });
+    let buf = new Uint8Array(333);
+    const got: Buffer[] = [];
+    for (;;) {
+      const { done, value } = await reader.read(buf);
+      if (done) break;
+      assert.equal(value!.buffer.byteLength, 333, "the reader's own buffer, handed back");
+      got.push(Buffer.from(value!));
+      buf = new Uint8Array(value!.buffer);
+    }
+    assert.ok(Buffer.concat(got).equals(BYTES));
+    assert.deepEqual(offsets, [0, ...cuts]);
+    assert.deepEqual(connections, ["close", "close", "close", "close"], "each on a connection of its own: the direct reader");
+    assert.equal(code, 5, "the exit code trailer reaches the process");
+
+    // A default read of the same kind of stream goes over the pooled connections.
+    offsets.length = 0;
+    connections.length = 0;
+    const t = outputStream<Uint8Array>(srv.http, "/v1/sandboxes/sb-1/execs/ex-3", "stdout", "binary", true, undefined);
+    assert.ok(Buffer.from(await t.readBytes()).equals(BYTES));
+    assert.ok(connections.every((c) => c === "keep-alive"), connections.join());
+  } finally {
+    await srv.close();
+  }
+});
+
 test("a stream gives up after a bounded number of drops without progress", async () => {
   let calls = 0;
   const srv = await serve((_req, res) => {

@@ -33,6 +33,8 @@ export interface RequestOptions {
   idempotent?: boolean;
   /** The Accept header of a streaming call (default application/octet-stream). */
   accept?: string;
+  /** A streaming call read straight into the reader's buffers, on a connection of its own (bulk output). */
+  direct?: boolean;
 }
 
 const RETRY_STATUS = new Set([502, 503, 504]);
@@ -171,7 +173,7 @@ export class HttpClient {
         let text: string;
         let statusText: string;
         if (streaming) {
-          const reply = await this.#transport.stream(exchange, limits);
+          const reply = await this.#transport.stream(exchange, limits, opts.direct);
           if (reply.status >= 200 && reply.status < 300) return reply;
           ({ status, statusText } = reply);
           text = await reply.text().catch(() => "");

@@ -3,7 +3,7 @@
 // before the server ended the stream, reconnect from the byte offset reached:
 // no byte is lost or repeated. Stdin writes carry their offset, so a write
 // re-sent after a dropped connection is applied once by the server.
-import { ReadableStream, WritableStream } from "node:stream/web";
+import { ReadableStream, WritableStream, type UnderlyingByteSource, type UnderlyingSource } from "node:stream/web";
 import { ConflictError, SbxError } from "./errors.js";
 import { HttpClient, anySignal, backoffMs, sleep } from "./http.js";
 import type { StreamReply } from "./transport.js";
@@ -14,11 +14,16 @@ export type StreamMode = "text" | "binary";
 /** A pull source of bytes; `null` marks the end of the stream. */
 export interface ByteSource {
   next(): Promise<Uint8Array | null>;
+  /** As next(), into `dest` from its start: how many bytes (≥ 1), or null at the end. */
+  nextInto?(dest: Uint8Array): Promise<number | null>;
   cancel(): void;
 }
 
-/** Opens the stream from a byte offset; resolves once the reply headers arrived. */
-export type StreamOpener = (offset: number, signal: AbortSignal) => Promise<StreamReply>;
+/**
+ * Opens the stream from a byte offset; resolves once the reply headers
+ * arrived. `direct`: the reader brings its own buffers (a BYOB read).
+ */
+export type StreamOpener = (offset: number, signal: AbortSignal, direct: boolean) => Promise<StreamReply>;
 
 /** Reconnects after this many consecutive drops without a byte in between, then fails. */
 export const MAX_STREAM_RECONNECTS = 8;
@@ -59,11 +64,32 @@ export class ResumableByteSource implements ByteSource {
   }
 
   async next(): Promise<Uint8Array | null> {
+    let chunk: Uint8Array | null = null;
+    const n = await this.#pull(false, async (reply) => {
+      chunk = await reply.read();
+      return chunk === null ? null : chunk.length;
+    }, (skip) => {
+      chunk = chunk!.subarray(skip);
+    });
+    return n === null ? null : chunk;
+  }
+
+  nextInto(dest: Uint8Array): Promise<number | null> {
+    return this.#pull(true, (reply) => reply.readInto(dest), (skip, n) => {
+      dest.copyWithin(0, skip, n);
+    });
+  }
+
+  /**
+   * One read through `read`, (re)opening the reply as needed. Bytes the
+   * server sent again after a resume are dropped by `drop(skip, n)`.
+   */
+  async #pull(direct: boolean, read: (reply: StreamReply) => Promise<number | null>, drop: (skip: number, n: number) => void): Promise<number | null> {
     for (;;) {
       if (this.#done) return null;
       if (this.#signal.aborted) throw this.#signal.reason;
       if (!this.#reply) {
-        const res = await this.#open(this.#offset, this.#signal);
+        const res = await this.#open(this.#offset, this.#signal, direct);
         // The server echoes where it starts; skip anything we already have.
         const echoed = Number(res.header(HEADER_STREAM_OFFSET) ?? this.#offset);
         if (Number.isFinite(echoed) && echoed > this.#offset) {
@@ -73,16 +99,16 @@ export class ResumableByteSource implements ByteSource {
         this.#skip = Number.isFinite(echoed) ? this.#offset - echoed : 0;
         this.#reply = res;
       }
-      let chunk: Uint8Array;
+      let n: number;
       try {
-        const value = await this.#reply.read();
-        if (value === null) {
+        const got = await read(this.#reply);
+        if (got === null) {
           this.#onEnd?.(this.#reply);
           this.#reply = undefined;
           this.#done = true;
           return null;
         }
-        chunk = value;
+        n = got;
       } catch (err) {
         this.#reply?.cancel();
         this.#reply = undefined;
@@ -98,14 +124,15 @@ export class ResumableByteSource implements ByteSource {
         continue;
       }
       if (this.#skip > 0) {
-        const n = Math.min(this.#skip, chunk.length);
-        this.#skip -= n;
-        chunk = chunk.subarray(n);
+        const skip = Math.min(this.#skip, n);
+        this.#skip -= skip;
+        drop(skip, n);
+        n -= skip;
       }
-      if (chunk.length === 0) continue;
+      if (n === 0) continue;
       this.#drops = 0;
-      this.#offset += chunk.length;
-      return chunk;
+      this.#offset += n;
+      return n;
     }
   }
 
@@ -131,6 +158,11 @@ interface OutputState {
  * decoded across chunk boundaries; invalid bytes become U+FFFD, never an
  * error) or of Uint8Array (binary mode), plus readText() and readBytes().
  * Nothing is fetched until the stream is read.
+ *
+ * A binary stream is a byte stream: `getReader({ mode: "byob" })` reads into
+ * the reader's own buffer, over a connection of the stream's own, straight
+ * from its socket (plain HTTP; over HTTPS the bytes take node's usual path).
+ * That is the way to read bulk output: no buffer is allocated per read.
  */
 export class SbxReadableStream<T extends string | Uint8Array = string> extends ReadableStream<T> {
   readonly #state: OutputState;
@@ -138,38 +170,44 @@ export class SbxReadableStream<T extends string | Uint8Array = string> extends R
 
   constructor(source: ByteSource, mode: StreamMode) {
     const state: OutputState = { started: false, raw: false };
-    const decoder = mode === "text" ? new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }) : undefined;
-    super(
-      {
-        pull: async (controller) => {
-          state.started = true;
-          for (;;) {
-            const chunk = await source.next();
-            if (chunk === null) {
-              if (decoder && !state.raw) {
-                const tail = decoder.decode();
-                if (tail) controller.enqueue(tail as T);
+    // Pull only when read: an unread stream costs no connection.
+    const strategy = { highWaterMark: 0 };
+    if (mode === "binary") {
+      // A byte stream: a BYOB reader's buffer is filled straight from the socket.
+      super(byteStreamSource(source, state) as unknown as UnderlyingSource<T>, strategy);
+    } else {
+      const decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+      super(
+        {
+          pull: async (controller) => {
+            state.started = true;
+            for (;;) {
+              const chunk = await source.next();
+              if (chunk === null) {
+                if (!state.raw) {
+                  const tail = decoder.decode();
+                  if (tail) controller.enqueue(tail as T);
+                }
+                controller.close();
+                return;
               }
-              controller.close();
-              return;
+              if (state.raw) {
+                controller.enqueue(chunk as T);
+                return;
+              }
+              const text = decoder.decode(chunk, { stream: true });
+              if (text) {
+                controller.enqueue(text as T);
+                return;
+              }
+              // Only part of a character so far: read on.
             }
-            if (!decoder || state.raw) {
-              controller.enqueue(chunk as T);
-              return;
-            }
-            const text = decoder.decode(chunk, { stream: true });
-            if (text) {
-              controller.enqueue(text as T);
-              return;
-            }
-            // Only part of a character so far: read on.
-          }
+          },
+          cancel: () => source.cancel(),
         },
-        cancel: () => source.cancel(),
-      },
-      // Pull only when read: an unread stream costs no connection.
-      { highWaterMark: 0 },
-    );
+        strategy,
+      );
+    }
     this.#state = state;
     this.#mode = mode;
   }
@@ -217,6 +255,40 @@ export class SbxReadableStream<T extends string | Uint8Array = string> extends R
   }
 }
 
+/**
+ * The source of a binary stream. A BYOB read hands its view to the source
+ * (straight from the socket when the source can); a default read gets a
+ * chunk of its own. enqueue() transfers a chunk's ArrayBuffer, so a chunk
+ * that is a window on a larger buffer is copied out first.
+ */
+function byteStreamSource(source: ByteSource, state: OutputState): UnderlyingByteSource {
+  return {
+    type: "bytes",
+    pull: async (controller) => {
+      state.started = true;
+      const view = controller.byobRequest?.view;
+      if (view && source.nextInto) {
+        const n = await source.nextInto(new Uint8Array(view.buffer, view.byteOffset, view.byteLength));
+        if (n === null) {
+          controller.close();
+          controller.byobRequest?.respond(0);
+        } else {
+          controller.byobRequest!.respond(n);
+        }
+        return;
+      }
+      const chunk = await source.next();
+      if (chunk === null) {
+        controller.close();
+        controller.byobRequest?.respond(0);
+        return;
+      }
+      controller.enqueue(chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength ? chunk : chunk.slice());
+    },
+    cancel: () => source.cancel(),
+  };
+}
+
 export function concat(parts: Uint8Array[]): Uint8Array {
   const total = parts.reduce((n, p) => n + p.length, 0);
   const out = new Uint8Array(total);
@@ -239,7 +311,7 @@ export function outputStream<T extends string | Uint8Array>(
 ): SbxReadableStream<T> {
   if (!piped) return new SbxReadableStream<T>(EMPTY_SOURCE, mode);
   const source = new ResumableByteSource(
-    (offset, sig) => http.stream({ method: "GET", path: `${execPath}/${name}`, query: { offset }, signal: sig }),
+    (offset, sig, direct) => http.stream({ method: "GET", path: `${execPath}/${name}`, query: { offset }, signal: sig, direct }),
     {
       signal,
       label: `${execPath}/${name}`,

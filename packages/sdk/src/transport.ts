@@ -6,6 +6,7 @@
 // exchange ended.
 import * as http from "node:http";
 import * as https from "node:https";
+import { openDirect } from "./direct-reply.js";
 
 /** A reply whose body is read as it arrives (an output stream, SSE). */
 export interface StreamReply extends AsyncIterable<Uint8Array> {
@@ -16,8 +17,16 @@ export interface StreamReply extends AsyncIterable<Uint8Array> {
   trailer(name: string): string | undefined;
   /** The next chunk; null once the body ended cleanly; throws if the connection dropped first. */
   read(): Promise<Uint8Array | null>;
+  /** As read(), into `dest` from its start: how many bytes (≥ 1), or null at the end. */
+  readInto(dest: Uint8Array): Promise<number | null>;
   /** Stops reading and closes the connection (idempotent). */
   cancel(): void;
+}
+
+/** A reply as the transport hands it over: an error reply's body is read whole. */
+export interface OpenedReply extends StreamReply {
+  readonly statusText: string;
+  text(): Promise<string>;
 }
 
 export interface Exchange {
@@ -32,7 +41,7 @@ function bytes(b: Buffer): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
-class IncomingReply implements StreamReply {
+class IncomingReply implements OpenedReply {
   readonly status: number;
   readonly statusText: string;
   readonly #res: http.IncomingMessage;
@@ -40,6 +49,8 @@ class IncomingReply implements StreamReply {
   /** Why the exchange was aborted (a signal's reason, the deadline), if it was. */
   readonly #abortReason: () => unknown;
   #cancelled = false;
+  /** What a readInto() had no room for. */
+  #rest: Uint8Array | undefined;
 
   constructor(res: http.IncomingMessage, abortReason: () => unknown) {
     this.#abortReason = abortReason;
@@ -60,6 +71,11 @@ class IncomingReply implements StreamReply {
 
   async read(): Promise<Uint8Array | null> {
     if (this.#cancelled) return null;
+    if (this.#rest) {
+      const rest = this.#rest;
+      this.#rest = undefined;
+      return rest;
+    }
     for (;;) {
       const { done, value } = await this.#it.next().catch((e: unknown) => {
         throw this.#abortReason() ?? e;
@@ -71,6 +87,15 @@ class IncomingReply implements StreamReply {
       }
       if (value.length > 0) return bytes(value);
     }
+  }
+
+  async readInto(dest: Uint8Array): Promise<number | null> {
+    const chunk = await this.read();
+    if (chunk === null) return null;
+    const n = Math.min(chunk.length, dest.length);
+    dest.set(chunk.subarray(0, n));
+    if (n < chunk.length) this.#rest = chunk.subarray(n);
+    return n;
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
@@ -125,8 +150,13 @@ export class Transport {
   /** The abort of every exchange in flight, for close(): one listener per client, not per call. */
   readonly #active = new Set<(reason: unknown) => void>();
 
+  readonly #secure: boolean;
+  /** Aborted by close(): ends the direct exchanges, which the agent does not know of. */
+  readonly #closing = new AbortController();
+
   constructor(base: URL) {
     const secure = base.protocol === "https:";
+    this.#secure = secure;
     const opts: http.AgentOptions = { keepAlive: true, keepAliveMsecs: 1000, timeout: 5000, scheduling: "lifo" };
     this.#agent = secure ? new https.Agent(opts) : new http.Agent(opts);
     this.#request = secure ? https.request : http.request;
@@ -145,8 +175,11 @@ export class Transport {
   /**
    * A call whose reply body is read as it arrives: the deadline covers the
    * headers only; the signals keep applying until the body is done.
+   * `direct`: on a connection of its own, read straight into the reader's
+   * buffers (direct-reply.ts); for bulk bodies, over plain HTTP only.
    */
-  async stream(x: Exchange, limits: Limits): Promise<IncomingReply> {
+  async stream(x: Exchange, limits: Limits, direct = false): Promise<OpenedReply> {
+    if (direct && !this.#secure) return openDirect(x, { ...limits, signals: [...limits.signals, this.#closing.signal] });
     const { reply, settle } = await this.#send(x, limits);
     settle();
     return reply;
@@ -202,6 +235,7 @@ export class Transport {
 
   /** Aborts every exchange in flight with `reason` and closes the pooled connections. */
   close(reason: unknown): void {
+    this.#closing.abort(reason);
     for (const abort of [...this.#active]) abort(reason);
     this.#agent.destroy();
   }
