@@ -30,6 +30,10 @@ export interface TestServer {
   restart(extraEnv?: Record<string, string>): Promise<void>;
   /** Resolves when the server process has exited by itself (a fault it injected). */
   exited(): Promise<void>;
+  /** Closes the test's ends of the server's stdout and stderr: its log reader goes away. */
+  closeLogPipes(): void;
+  /** Sends `signal` and resolves with how the server exited: its exit code, or the signal that ended it. */
+  signal(signal: NodeJS.Signals): Promise<number | string>;
   /** Terminate every sandbox, stop the server, remove the data dir. */
   stop(): Promise<void>;
   log(): string;
@@ -114,6 +118,18 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     async restart(extraEnv?: Record<string, string>) {
       env = extraEnv ?? {};
       await launch();
+    },
+    closeLogPipes() {
+      child?.stdout?.destroy();
+      child?.stderr?.destroy();
+    },
+    async signal(sig: NodeJS.Signals) {
+      const p = child;
+      if (!p) throw new Error("no server process");
+      if (p.exitCode !== null || p.signalCode !== null) return p.exitCode ?? p.signalCode!;
+      const done = new Promise<number | string>((r) => p.once("exit", (code, s) => r(code ?? s!)));
+      p.kill(sig);
+      return done;
     },
     async exited() {
       const p = child;

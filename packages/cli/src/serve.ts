@@ -143,12 +143,26 @@ function optional<K extends string>(key: K, value: number | undefined): { [P in 
   return (value === undefined ? {} : { [key]: value }) as { [P in K]?: number };
 }
 
+/**
+ * A log pipe whose reader went away (`sbx serve | head`, a log shipper that
+ * exited) fails each write with EPIPE; unheard, that error would end the
+ * server mid-request and leave its sandboxes and mounts to the next start.
+ * The server keeps serving and its log lines are dropped instead.
+ */
+function keepServingWithoutLogReader(stream: NodeJS.WriteStream): void {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_DESTROYED") throw err;
+  });
+}
+
 export const serve: Command = {
   summary: "run the sbx server",
   usage: USAGE,
   async run(args) {
     const options = parseServeArgs(args);
     if (!options) return 0;
+    keepServingWithoutLogReader(process.stdout);
+    keepServingWithoutLogReader(process.stderr);
     // Loaded only here: the other commands need no server code.
     const { startServer } = await import("@sbx/server");
     // Crash tests set this to make the server kill itself at one create step.
