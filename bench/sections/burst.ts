@@ -1,11 +1,13 @@
 // 5. Burst: N concurrent create + `echo hi`: success rate, per-sandbox
-// latency (p50/p95/max) and the wall time of the whole burst.
+// latency (p50/p95/max) and the wall time of the whole burst. Meanwhile a
+// probe measures what everyone else sees of the server: a GET of a sandbox
+// and an exec of `true` in another sandbox, one after the other, every 50 ms.
 import { setMaxListeners } from "node:events";
 import { limit, type Ctx } from "../context.js";
 import type { Row, SectionResult } from "../report.js";
-import { createAndEcho, terminateAll } from "../sbx-ops.js";
+import { createAndEcho, execRoundTrip, SANDBOX_TIMEOUT_MS, terminateAll } from "../sbx-ops.js";
 import { createTimings } from "../server.js";
-import { summarize } from "../stats.js";
+import { sleep, summarize } from "../stats.js";
 import { stepSummaries } from "./cold.js";
 
 export const BURST_TARGET = { successRate: 1, p95OverP50: 3 };
@@ -18,9 +20,28 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
   const signal = AbortSignal.timeout(limit(ctx, cfg.burst.timeLimitMs));
   // Every one of the n calls in flight listens on it: not a leak.
   setMaxListeners(n * 4, signal);
+  const witness = await server.client.sandboxes.create(app, undefined, { timeoutMs: SANDBOX_TIMEOUT_MS });
+  const probe = { get: [] as number[], exec: [] as number[], failures: 0 };
+  let bursting = true;
+  const probing = (async () => {
+    while (bursting) {
+      try {
+        const a = performance.now();
+        await server.client.sandboxes.fromId(witness.sandboxId, { signal });
+        probe.get.push(performance.now() - a);
+        probe.exec.push(await execRoundTrip(witness, ["true"]));
+      } catch {
+        probe.failures++;
+      }
+      await sleep(50);
+    }
+  })();
   const t0 = performance.now();
   const results = await Promise.allSettled(Array.from({ length: n }, () => createAndEcho(server.client, app, signal)));
   const wallMs = performance.now() - t0;
+  bursting = false;
+  await probing;
+  await witness.terminate();
   const ok = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const errors = results.flatMap((r) => (r.status === "rejected" ? [String((r.reason as Error)?.message ?? r.reason).split("\n")[0]!] : []));
   const tt = performance.now();
@@ -61,9 +82,11 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
       ...Object.entries(steps).map(([k, v]): Row => ({ section: S, figure: `    server step ${k}`, unit: "ms", summary: v })),
       { section: S, figure: "    create call − server total", unit: "ms", summary: beforeBackend },
       { section: S, figure: "wall time", unit: "ms", value: wallMs },
+      { section: S, figure: "meanwhile: GET of another sandbox", unit: "ms", summary: summarize(probe.get) },
+      { section: S, figure: "meanwhile: exec true in another sandbox", unit: "ms", summary: summarize(probe.exec) },
       { section: S, figure: `terminate all ${ok.length}`, unit: "ms", value: terminateMs },
     ],
-    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations },
+    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations, probe: { get: summarize(probe.get), exec: summarize(probe.exec), failures: probe.failures } },
     notes: distinct.length
       ? [`burst: ${errors.length} failed (the benchmark aborts what is unfinished after ${(cfg.burst.timeLimitMs / 1000).toFixed(0)} s): ${distinct.join("; ")}`]
       : [],

@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { ConflictError, InvalidError, NotFoundError, SbxClient, type App, type Sandbox } from "sbx";
 import { startTestServer, type TestServer } from "../support/server.js";
+import { defaultCreateConcurrency } from "../../packages/server/src/runtime/create-gate.js";
 
 let server: TestServer;
 
@@ -240,6 +241,14 @@ describe("many at once", () => {
         }),
       );
       outs.forEach((o, i) => assert.match(o, new RegExp(`^sandbox-${i}\n`)));
+      // They took turns (runtime/create-gate.ts): at most one create per core ran at once, the rest waited.
+      const queued = sbs.map((sb) => {
+        const m = new RegExp(`sandbox ${sb.sandboxId} created in \\d+ ms \\(queue (\\d+(?:\\.\\d+)?)`).exec(server.log());
+        assert.ok(m, `the server logged the create of ${sb.sandboxId}`);
+        return Number(m[1]);
+      });
+      const width = defaultCreateConcurrency();
+      assert.ok(queued.filter((ms) => ms >= 20).length >= 20 - width, `at least ${20 - width} of 20 waited their turn: ${queued.join(", ")}`);
     } finally {
       await Promise.all(sbs.map((sb) => sb.terminate({ wait: true })));
     }

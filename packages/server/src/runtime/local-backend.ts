@@ -20,6 +20,7 @@ import { ProcessWatch, procStartTime } from "./proc-watch.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { DiskPool } from "./disk-pool.js";
+import { CreateGate, defaultCreateConcurrency } from "./create-gate.js";
 import { assertHostSpace, DEFAULT_DISK, diskLeftovers, loopBackings, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
@@ -90,6 +91,8 @@ export interface LocalBackendOptions {
   dnsUpstreams?: Upstream[];
   /** Formatted spare disks kept ready (disk-pool.ts); default 2, 0 for none. */
   diskPoolSize?: number;
+  /** How many creates run at once (create-gate.ts); default defaultCreateConcurrency(). */
+  createConcurrency?: number;
   /**
    * How often waitExit looks at a sandbox's PID 1 between wake-ups, ms
    * (default EXIT_POLL_MS). Tests set it long, to see that the wake-up of a
@@ -119,6 +122,8 @@ export const CREATE_STEPS = ["state", "disk", "rootfs", "bundle", "runtime-creat
 
 /** Milliseconds per create step, for benchmarks and logs. */
 export interface CreateTimings {
+  /** Waiting for a turn (create-gate.ts); not in totalMs. */
+  queueMs: number;
   /** Taking a spare disk, or making and mounting one. */
   diskMs: number;
   /** Idmapped lowers + overlay. */
@@ -414,6 +419,7 @@ class LocalBackend implements Backend {
   private readonly maskedExtra = hostMaskedPaths();
   private readonly disk: DiskOptions | null;
   private readonly diskPool: DiskPool | null;
+  private readonly createGate: CreateGate;
   readonly log: (m: string) => void;
   /** How often a sandbox's waitExit looks at its PID 1 between wake-ups (LocalBackendOptions.exitPollMs). */
   readonly exitPollMs: number;
@@ -431,6 +437,7 @@ class LocalBackend implements Backend {
     this.disk = opts.disk === false ? null : { ...DEFAULT_DISK, ...(opts.disk ?? {}) };
     const spares = opts.diskPoolSize ?? 2;
     this.diskPool = this.disk && spares > 0 ? new DiskPool(join(opts.dataDir, "disk-pool"), this.disk.bytes, spares, this.log) : null;
+    this.createGate = new CreateGate(opts.createConcurrency ?? defaultCreateConcurrency());
     reclaimLive(opts.dataDir);
     this.dns = new DnsForwarder(opts.dnsUpstreams ?? hostResolvers(), this.log);
   }
@@ -503,6 +510,11 @@ class LocalBackend implements Backend {
   }
 
   async create(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeSandbox> {
+    const queued = performance.now();
+    return this.createGate.run(() => this.createNow(spec, performance.now() - queued, signal), signal);
+  }
+
+  private async createNow(spec: RuntimeSpec, queueMs: number, signal?: AbortSignal): Promise<RuntimeSandbox> {
     const t0 = performance.now();
     const id = spec.sandboxId;
     const p = sandboxPaths(this.opts.dataDir, id);
@@ -511,7 +523,7 @@ class LocalBackend implements Backend {
       throw new RuntimeError(`sandbox dir ${p.dir} already exists`, [], null, "");
     }
     const undo: (() => Promise<void> | void)[] = [];
-    const timings: Partial<CreateTimings> = {};
+    const timings: Partial<CreateTimings> = { queueMs };
     let slot = -1;
     let address: string | undefined;
     try {

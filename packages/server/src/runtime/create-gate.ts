@@ -1,0 +1,69 @@
+// How many sandbox creates run at once. A create is a burst of processes
+// (sbx-idmap, runc and its init, sbx-netwire) and ~0.1-0.25 s of CPU; a
+// hundred at once on two cores made every one of them finish at the end
+// together, and left the server's own thread a sliver of the cores: during
+// such a burst a GET took up to 1.2 s and an exec in another sandbox up to
+// 2.2 s. Creates past the width wait here, first come first served, and a
+// waiting create whose caller gives up leaves the line without having run.
+// The burst's wall time did not change with the width (2, 4, 8 or none:
+// 18-20 s on two cores): the CPU is the bound, and one create per core
+// keeps it busy.
+import { availableParallelism } from "node:os";
+
+/** One create per core, and at least two (one can wait on a process while the other computes). */
+export function defaultCreateConcurrency(): number {
+  return Math.max(2, availableParallelism());
+}
+
+export class CreateGate {
+  #running = 0;
+  readonly #waiting: { start: () => void }[] = [];
+
+  constructor(readonly width: number) {
+    if (!Number.isInteger(width) || width < 1) throw new RangeError(`create concurrency must be a whole number ≥ 1 (got ${width})`);
+  }
+
+  /** Creates running now, and waiting. */
+  get load(): { running: number; waiting: number } {
+    return { running: this.#running, waiting: this.#waiting.length };
+  }
+
+  /** Runs `fn` once fewer than `width` others run; rejects with the signal's reason if it aborts first. */
+  async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    await this.#enter(signal);
+    try {
+      return await fn();
+    } finally {
+      this.#leave();
+    }
+  }
+
+  #enter(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    if (this.#running < this.width) {
+      this.#running++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const i = this.#waiting.indexOf(entry);
+        if (i >= 0) this.#waiting.splice(i, 1);
+        reject(signal!.reason);
+      };
+      const entry = {
+        start: () => {
+          signal?.removeEventListener("abort", onAbort);
+          this.#running++;
+          resolve();
+        },
+      };
+      this.#waiting.push(entry);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  #leave(): void {
+    this.#running--;
+    this.#waiting.shift()?.start();
+  }
+}
