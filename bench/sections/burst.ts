@@ -1,8 +1,10 @@
 // 5. Burst: N concurrent create + `echo hi`: success rate, per-sandbox
 // latency (p50/p95/max) and the wall time of the whole burst. Meanwhile a
 // probe measures what everyone else sees of the server: a GET of a sandbox
-// and an exec of `true` in another sandbox, one after the other, every 50 ms.
+// and an exec of `true` in another sandbox, one after the other, every 50 ms;
+// and again while all of them are terminated, and a moment after.
 import { setMaxListeners } from "node:events";
+import type { Sandbox, SbxClient } from "sbx";
 import { limit, type Ctx } from "../context.js";
 import type { Row, SectionResult } from "../report.js";
 import { createAndEcho, execRoundTrip, SANDBOX_TIMEOUT_MS, terminateAll } from "../sbx-ops.js";
@@ -11,6 +13,40 @@ import { sleep, summarize } from "../stats.js";
 import { stepSummaries } from "./cold.js";
 
 export const BURST_TARGET = { successRate: 1, p95OverP50: 3 };
+/** How long the probe goes on after terminate-all answered, while the destroys behind it finish. */
+const TEARDOWN_PROBE_MS = 3000;
+
+interface ProbeResult {
+  get: number[];
+  exec: number[];
+  failures: number;
+}
+
+/** Every 50 ms until stopped: a GET of `witness`, then an exec of `true` in it. */
+function startProbe(client: SbxClient, witness: Sandbox, signal: AbortSignal): { stop(): Promise<ProbeResult> } {
+  const out: ProbeResult = { get: [], exec: [], failures: 0 };
+  let on = true;
+  const loop = (async () => {
+    while (on) {
+      try {
+        const a = performance.now();
+        await client.sandboxes.fromId(witness.sandboxId, { signal });
+        out.get.push(performance.now() - a);
+        out.exec.push(await execRoundTrip(witness, ["true"]));
+      } catch {
+        out.failures++;
+      }
+      await sleep(50);
+    }
+  })();
+  return {
+    async stop() {
+      on = false;
+      await loop;
+      return out;
+    },
+  };
+}
 
 export async function burst(ctx: Ctx): Promise<SectionResult> {
   const { cfg, server, app } = ctx;
@@ -21,32 +57,21 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
   // Every one of the n calls in flight listens on it: not a leak.
   setMaxListeners(n * 4, signal);
   const witness = await server.client.sandboxes.create(app, undefined, { timeoutMs: SANDBOX_TIMEOUT_MS });
-  const probe = { get: [] as number[], exec: [] as number[], failures: 0 };
-  let bursting = true;
-  const probing = (async () => {
-    while (bursting) {
-      try {
-        const a = performance.now();
-        await server.client.sandboxes.fromId(witness.sandboxId, { signal });
-        probe.get.push(performance.now() - a);
-        probe.exec.push(await execRoundTrip(witness, ["true"]));
-      } catch {
-        probe.failures++;
-      }
-      await sleep(50);
-    }
-  })();
+  let probing = startProbe(server.client, witness, signal);
   const t0 = performance.now();
   const results = await Promise.allSettled(Array.from({ length: n }, () => createAndEcho(server.client, app, signal)));
   const wallMs = performance.now() - t0;
-  bursting = false;
-  await probing;
-  await witness.terminate();
+  const probe = await probing.stop();
   const ok = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const errors = results.flatMap((r) => (r.status === "rejected" ? [String((r.reason as Error)?.message ?? r.reason).split("\n")[0]!] : []));
+  // Terminate answers once a sandbox is finished; the destroys behind it run on for a while.
+  probing = startProbe(server.client, witness, signal);
   const tt = performance.now();
   const failedTerminations = await terminateAll(ok.map((r) => r.sandbox));
   const terminateMs = performance.now() - tt;
+  await sleep(TEARDOWN_PROBE_MS);
+  const probeTeardown = await probing.stop();
+  await witness.terminate();
   if (ok.length) ctx.shared.terminateEach = summarize([terminateMs / ok.length]);
   // Where the time went: the backend's own create steps, and what came before them (API, core, waiting).
   const ids = new Set(ok.map((r) => r.sandbox.sandboxId));
@@ -85,8 +110,10 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
       { section: S, figure: "meanwhile: GET of another sandbox", unit: "ms", summary: summarize(probe.get) },
       { section: S, figure: "meanwhile: exec true in another sandbox", unit: "ms", summary: summarize(probe.exec) },
       { section: S, figure: `terminate all ${ok.length}`, unit: "ms", value: terminateMs },
+      { section: S, figure: `  meanwhile and ${TEARDOWN_PROBE_MS / 1000} s after: GET`, unit: "ms", summary: summarize(probeTeardown.get) },
+      { section: S, figure: `  meanwhile and ${TEARDOWN_PROBE_MS / 1000} s after: exec true`, unit: "ms", summary: summarize(probeTeardown.exec) },
     ],
-    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations, probe: { get: summarize(probe.get), exec: summarize(probe.exec), failures: probe.failures } },
+    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations, probe: { get: summarize(probe.get), exec: summarize(probe.exec), failures: probe.failures }, probeTeardown: { get: summarize(probeTeardown.get), exec: summarize(probeTeardown.exec), failures: probeTeardown.failures } },
     notes: distinct.length
       ? [`burst: ${errors.length} failed (the benchmark aborts what is unfinished after ${(cfg.burst.timeLimitMs / 1000).toFixed(0)} s): ${distinct.join("; ")}`]
       : [],

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { ConflictError, InvalidError, NotFoundError, SbxClient, type App, type Sandbox } from "sbx";
 import { startTestServer, type TestServer } from "../support/server.js";
-import { defaultCreateConcurrency } from "../../packages/server/src/runtime/create-gate.js";
+import { defaultTurns } from "../../packages/server/src/runtime/turns.js";
 
 let server: TestServer;
 
@@ -241,17 +241,25 @@ describe("many at once", () => {
         }),
       );
       outs.forEach((o, i) => assert.match(o, new RegExp(`^sandbox-${i}\n`)));
-      // They took turns (runtime/create-gate.ts): at most one create per core ran at once, the rest waited.
+      // They took turns (runtime/turns.ts): at most one create per core ran at once, the rest waited.
       const queued = sbs.map((sb) => {
         const m = new RegExp(`sandbox ${sb.sandboxId} created in \\d+ ms \\(queue (\\d+(?:\\.\\d+)?)`).exec(server.log());
         assert.ok(m, `the server logged the create of ${sb.sandboxId}`);
         return Number(m[1]);
       });
-      const width = defaultCreateConcurrency();
+      const width = defaultTurns();
       assert.ok(queued.filter((ms) => ms >= 20).length >= 20 - width, `at least ${20 - width} of 20 waited their turn: ${queued.join(", ")}`);
     } finally {
       await Promise.all(sbs.map((sb) => sb.terminate({ wait: true })));
     }
+    // Their destroys took turns in a line of their own.
+    const destroyQueued = sbs.map((sb) => {
+      const m = new RegExp(`sandbox ${sb.sandboxId} cleaned up in \\d+ ms \\(queue (\\d+(?:\\.\\d+)?)`).exec(server.log());
+      assert.ok(m, `the server logged the cleanup of ${sb.sandboxId}`);
+      return Number(m[1]);
+    });
+    const width = defaultTurns();
+    assert.ok(destroyQueued.filter((ms) => ms >= 20).length >= 20 - width, `at least ${20 - width} of 20 destroys waited their turn: ${destroyQueued.join(", ")}`);
   });
 });
 

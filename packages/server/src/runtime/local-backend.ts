@@ -20,7 +20,7 @@ import { ProcessWatch, procStartTime } from "./proc-watch.js";
 import { EXEC_ID_RE, STDIN_BUFFER_MAX } from "./agent/proto.js";
 import { toOciSpec } from "./oci-spec.js";
 import { DiskPool } from "./disk-pool.js";
-import { CreateGate, defaultCreateConcurrency } from "./create-gate.js";
+import { defaultTurns, Turns } from "./turns.js";
 import { assertHostSpace, DEFAULT_DISK, diskLeftovers, loopBackings, makeDisk, removeDisk, retainOutputs, type DiskOptions } from "./disk.js";
 import { parseExit } from "./exit-file.js";
 import { mountVolumes } from "./volume-mounts.js";
@@ -91,8 +91,8 @@ export interface LocalBackendOptions {
   dnsUpstreams?: Upstream[];
   /** Formatted spare disks kept ready (disk-pool.ts); default 2, 0 for none. */
   diskPoolSize?: number;
-  /** How many creates run at once (create-gate.ts); default defaultCreateConcurrency(). */
-  createConcurrency?: number;
+  /** How many creates, and how many destroys, run at once (turns.ts); default defaultTurns(). */
+  concurrency?: number;
   /**
    * How often waitExit looks at a sandbox's PID 1 between wake-ups, ms
    * (default EXIT_POLL_MS). Tests set it long, to see that the wake-up of a
@@ -122,7 +122,7 @@ export const CREATE_STEPS = ["state", "disk", "rootfs", "bundle", "runtime-creat
 
 /** Milliseconds per create step, for benchmarks and logs. */
 export interface CreateTimings {
-  /** Waiting for a turn (create-gate.ts); not in totalMs. */
+  /** Waiting for a turn (turns.ts); not in totalMs. */
   queueMs: number;
   /** Taking a spare disk, or making and mounting one. */
   diskMs: number;
@@ -419,7 +419,8 @@ class LocalBackend implements Backend {
   private readonly maskedExtra = hostMaskedPaths();
   private readonly disk: DiskOptions | null;
   private readonly diskPool: DiskPool | null;
-  private readonly createGate: CreateGate;
+  private readonly createTurns: Turns;
+  private readonly destroyTurns: Turns;
   readonly log: (m: string) => void;
   /** How often a sandbox's waitExit looks at its PID 1 between wake-ups (LocalBackendOptions.exitPollMs). */
   readonly exitPollMs: number;
@@ -437,7 +438,8 @@ class LocalBackend implements Backend {
     this.disk = opts.disk === false ? null : { ...DEFAULT_DISK, ...(opts.disk ?? {}) };
     const spares = opts.diskPoolSize ?? 2;
     this.diskPool = this.disk && spares > 0 ? new DiskPool(join(opts.dataDir, "disk-pool"), this.disk.bytes, spares, this.log) : null;
-    this.createGate = new CreateGate(opts.createConcurrency ?? defaultCreateConcurrency());
+    this.createTurns = new Turns(opts.concurrency ?? defaultTurns());
+    this.destroyTurns = new Turns(opts.concurrency ?? defaultTurns());
     reclaimLive(opts.dataDir);
     this.dns = new DnsForwarder(opts.dnsUpstreams ?? hostResolvers(), this.log);
   }
@@ -511,7 +513,7 @@ class LocalBackend implements Backend {
 
   async create(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeSandbox> {
     const queued = performance.now();
-    return this.createGate.run(() => this.createNow(spec, performance.now() - queued, signal), signal);
+    return this.createTurns.run(() => this.createNow(spec, performance.now() - queued, signal), signal);
   }
 
   private async createNow(spec: RuntimeSpec, queueMs: number, signal?: AbortSignal): Promise<RuntimeSandbox> {
@@ -827,6 +829,15 @@ class LocalBackend implements Backend {
   }
 
   async cleanup(sandboxId: string): Promise<void> {
+    const queued = performance.now();
+    await this.destroyTurns.run(async () => {
+      const t0 = performance.now();
+      await this.cleanupNow(sandboxId);
+      this.log(`sandbox ${sandboxId} cleaned up in ${(performance.now() - t0).toFixed(0)} ms (queue ${(t0 - queued).toFixed(1)})`);
+    });
+  }
+
+  private async cleanupNow(sandboxId: string): Promise<void> {
     const p = sandboxPaths(this.opts.dataDir, sandboxId);
     // Independent of each other: in parallel. The overlay goes first so the
     // disk under it is quiet when its outputs are copied out.

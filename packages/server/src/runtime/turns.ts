@@ -1,4 +1,4 @@
-// How many sandbox creates run at once. A create is a burst of processes
+// How many sandbox creates, and how many destroys, run at once. A create is a burst of processes
 // (sbx-idmap, runc and its init, sbx-netwire) and ~0.1-0.25 s of CPU; a
 // hundred at once on two cores made every one of them finish at the end
 // together, and left the server's own thread a sliver of the cores: during
@@ -7,28 +7,31 @@
 // waiting create whose caller gives up leaves the line without having run.
 // The burst's wall time did not change with the width (2, 4, 8 or none:
 // 18-20 s on two cores): the CPU is the bound, and one create per core
-// keeps it busy.
+// keeps it busy. Destroys (runc delete, unmounts, the disk's removal, the
+// network's teardown) take turns in a line of their own, so that a mass
+// terminate does not starve the server either, nor hold creates back.
 import { availableParallelism } from "node:os";
 
-/** One create per core, and at least two (one can wait on a process while the other computes). */
-export function defaultCreateConcurrency(): number {
+/** One per core, and at least two (one can wait on a process while the other computes). */
+export function defaultTurns(): number {
   return Math.max(2, availableParallelism());
 }
 
-export class CreateGate {
+/** A line: at most `width` of its tasks run at once, the others wait in order. */
+export class Turns {
   #running = 0;
   readonly #waiting: { start: () => void }[] = [];
 
   constructor(readonly width: number) {
-    if (!Number.isInteger(width) || width < 1) throw new RangeError(`create concurrency must be a whole number ≥ 1 (got ${width})`);
+    if (!Number.isInteger(width) || width < 1) throw new RangeError(`turns must be a whole number ≥ 1 (got ${width})`);
   }
 
-  /** Creates running now, and waiting. */
+  /** Tasks running now, and waiting. */
   get load(): { running: number; waiting: number } {
     return { running: this.#running, waiting: this.#waiting.length };
   }
 
-  /** Runs `fn` once fewer than `width` others run; rejects with the signal's reason if it aborts first. */
+  /** Runs `fn` once fewer than `width` others run; rejects with the signal's reason if it aborts while waiting. */
   async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     await this.#enter(signal);
     try {

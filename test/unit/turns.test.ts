@@ -1,9 +1,9 @@
-// The create gate (packages/server/src/runtime/create-gate.ts): at most
-// `width` creates at once, first come first served, a waiting create whose
-// caller gives up never runs, and a failed create frees its turn.
+// Turns (packages/server/src/runtime/turns.ts), the line creates and
+// destroys wait in: at most `width` at once, first come first served, a
+// waiting task whose caller gives up never runs, and a failed one frees its turn.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CreateGate } from "../../packages/server/src/runtime/create-gate.js";
+import { Turns } from "../../packages/server/src/runtime/turns.js";
 
 /** A create that ends when told to. */
 function held() {
@@ -19,7 +19,7 @@ function held() {
 const tick = () => new Promise((r) => setImmediate(r));
 
 test("no more than width run at once, and the waiting start in the order they came", async () => {
-  const gate = new CreateGate(2);
+  const gate = new Turns(2);
   const started: number[] = [];
   const creates = Array.from({ length: 5 }, () => held());
   const runs = creates.map((c, i) =>
@@ -45,7 +45,7 @@ test("no more than width run at once, and the waiting start in the order they ca
 });
 
 test("a waiting create whose caller gives up leaves the line and never runs", async () => {
-  const gate = new CreateGate(1);
+  const gate = new Turns(1);
   const first = held();
   const running = gate.run(() => first.done);
   const ac = new AbortController();
@@ -63,5 +63,5 @@ test("a waiting create whose caller gives up leaves the line and never runs", as
   assert.equal(ran, false);
   // Already aborted: not even queued.
   await assert.rejects(gate.run(async () => "no", AbortSignal.abort(new Error("too late"))), /too late/);
-  assert.throws(() => new CreateGate(0), /whole number ≥ 1/);
+  assert.throws(() => new Turns(0), /turns must be a whole number ≥ 1/);
 });
