@@ -187,6 +187,39 @@ test("a BYOB read of a binary stream goes direct into the reader's buffer, and r
   }
 });
 
+test("a BYOB read over node:http (the HTTPS path) fills the reader's buffer exactly too; closing the client ends a direct read", async () => {
+  const srv = await serve((req, res) => {
+    const offset = Number(new URL(req.url!, "http://x").searchParams.get("offset"));
+    res.writeHead(200, { "x-sbx-offset": String(offset) });
+    if (req.url!.includes("/hang/")) {
+      res.write(BYTES.subarray(0, 10)); // then nothing: the process runs on
+      return;
+    }
+    res.end(BYTES.subarray(offset));
+  });
+  try {
+    const source = new ResumableByteSource((offset, signal) => srv.http.stream({ method: "GET", path: "/s", query: { offset }, signal, direct: false }), { label: "test" });
+    const reader = new SbxReadableStream<Uint8Array>(source, "binary").getReader({ mode: "byob" });
+    let buf = new Uint8Array(100);
+    const got: Buffer[] = [];
+    for (;;) {
+      const { done, value } = await reader.read(buf);
+      if (done) break;
+      got.push(Buffer.from(value!));
+      buf = new Uint8Array(value!.buffer);
+    }
+    assert.ok(Buffer.concat(got).equals(BYTES));
+
+    const hanging = outputStream<Uint8Array>(srv.http, "/v1/sandboxes/sb-1/hang/ex-4", "stdout", "binary", true, undefined).getReader({ mode: "byob" });
+    assert.equal((await hanging.read(new Uint8Array(64))).value!.length, 10);
+    const pending = hanging.read(new Uint8Array(64));
+    srv.http.close();
+    await assert.rejects(pending, (err: unknown) => err instanceof SbxError && err.code === "client_closed");
+  } finally {
+    await srv.close();
+  }
+});
+
 test("a stream gives up after a bounded number of drops without progress", async () => {
   let calls = 0;
   const srv = await serve((_req, res) => {
