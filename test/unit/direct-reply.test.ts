@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { createServer, type ServerResponse } from "node:http";
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
-import { openDirect, MAX_HEAD_BYTES, type DirectReply } from "../../packages/sdk/src/direct-reply.js";
+import { ConnectionPool, IDLE_CLOSE_MS, openDirect, MAX_HEAD_BYTES, type DirectReply } from "../../packages/sdk/src/direct-reply.js";
 
 const limits = (timeoutMs = 5_000, signals: AbortSignal[] = []) => ({ signals, timeoutMs, timeoutError: () => new Error("no reply headers in time") });
 
@@ -249,6 +249,108 @@ test("an error reply's body is read whole as text", async () => {
     assert.equal(reply.status, 404);
     assert.deepEqual(JSON.parse(await reply.text()), { error: { code: "not_found", message: "no such exec" } });
   } finally {
+    await close(server);
+  }
+});
+
+// ---- kept-alive connections (the SDK's unary calls and streams over plain HTTP) ----
+
+function pooledOpen(pool: ConnectionPool, port: number, method = "GET", opts: { body?: string; idempotent?: boolean; deadlineCoversBody?: boolean; timeoutMs?: number } = {}) {
+  return openDirect(
+    { method, url: new URL(`http://127.0.0.1:${port}/x`), headers: {}, body: opts.body, idempotent: opts.idempotent ?? method !== "POST" },
+    limits(opts.timeoutMs ?? 5_000),
+    { pool, deadlineCoversBody: opts.deadlineCoversBody ?? true },
+  );
+}
+
+test("a pool reuses one connection for calls one after another, skips one the server closed, and closes idle ones", async () => {
+  let connections = 0;
+  const server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on("data", (d: Buffer) => parts.push(d));
+    req.on("end", () => {
+      if (req.url === "/x" && req.method === "DELETE") {
+        res.writeHead(204);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ method: req.method, body: Buffer.concat(parts).toString() }));
+    });
+  });
+  server.on("connection", () => connections++);
+  const port = await listen(server);
+  const pool = new ConnectionPool(new URL(`http://127.0.0.1:${port}`));
+  try {
+    for (let i = 0; i < 5; i++) {
+      const r = await pooledOpen(pool, port, "POST", { body: `{"i":${i}}` });
+      assert.deepEqual(JSON.parse(await r.text()), { method: "POST", body: `{"i":${i}}` });
+    }
+    const del = await pooledOpen(pool, port, "DELETE");
+    assert.equal(del.status, 204);
+    assert.equal(await del.text(), "");
+    assert.equal(connections, 1, "one connection for six calls");
+    // The server drops its idle connections: the pool sees it and opens another.
+    server.closeIdleConnections();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(JSON.parse(await (await pooledOpen(pool, port)).text()).method, "GET");
+    assert.equal(connections, 2);
+    // Idle past IDLE_CLOSE_MS: the pool closes it.
+    await new Promise((r) => setTimeout(r, IDLE_CLOSE_MS + 500));
+    assert.equal(server.connections ?? (await new Promise<number>((r) => server.getConnections((_e, n) => r(n)))), 0);
+  } finally {
+    pool.close();
+    await close(server);
+  }
+});
+
+test("a connection the server closes as a request arrives: an idempotent call is sent again, any other fails", async () => {
+  // Answers the first request on each connection, then closes the connection at the next one without a word.
+  let requests = 0;
+  const { port, server } = await rawServer(() => {});
+  server.removeAllListeners("connection");
+  server.on("connection", (socket) => {
+    let served = 0;
+    socket.on("error", () => {});
+    socket.on("data", () => {
+      requests++;
+      if (served++ === 0) socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      else socket.destroy();
+    });
+  });
+  const pool = new ConnectionPool(new URL(`http://127.0.0.1:${port}`));
+  try {
+    assert.equal(await (await pooledOpen(pool, port)).text(), "ok");
+    assert.equal(await (await pooledOpen(pool, port)).text(), "ok", "a GET on the closed connection goes again on a new one");
+    assert.equal(requests, 3);
+    await assert.rejects(pooledOpen(pool, port, "POST", { body: "{}" }), (err: unknown) => {
+      assert.equal((err as { code?: string }).code, "ECONNRESET");
+      return true;
+    });
+    assert.equal(requests, 4, "the POST was not sent twice");
+  } finally {
+    pool.close();
+    await close(server);
+  }
+});
+
+test("a reply with connection: close, or of HTTP/1.0, is not reused; a unary deadline covers the body", async () => {
+  let connections = 0;
+  const { port, server } = await rawServer((s) => {
+    if (connections === 1) s.end("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na");
+    else if (connections === 2) s.end("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nb");
+    else s.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"); // and the rest never comes
+  });
+  server.on("connection", () => connections++);
+  const pool = new ConnectionPool(new URL(`http://127.0.0.1:${port}`));
+  try {
+    assert.equal(await (await pooledOpen(pool, port)).text(), "a");
+    assert.equal(await (await pooledOpen(pool, port)).text(), "b");
+    const slow = await pooledOpen(pool, port, "GET", { timeoutMs: 300 });
+    await assert.rejects(slow.text(), /no reply headers in time/);
+    assert.equal(connections, 3);
+  } finally {
+    pool.close();
     await close(server);
   }
 });

@@ -1,14 +1,16 @@
-// A streaming GET over its own plain-HTTP connection, read straight into the
-// caller's buffer. node:http reads a socket into a fresh 64 KiB buffer per
-// read and its parser copies every piece of a body into another fresh one;
-// on a VM where first touching a page is dear, those two allocations were
-// most of the SDK's CPU per GiB of stdout. Here the socket reads (net's
-// `onread`) into one buffer kept for the exchange, and the body's bytes are
-// copied from it into the buffer the caller reads into: a BYOB reader's
-// view, or one fresh buffer per read for a default reader. Only what an
-// output stream needs of HTTP/1.1 is here: one request on a connection of
-// its own (`connection: close`), a body framed by chunks, a length or the
-// close, and trailers.
+// The SDK's HTTP/1.1 over plain sockets: unary calls on kept-alive
+// connections, and streaming GETs read straight into the caller's buffer.
+// node:http cost the SDK ~1.5 ms of CPU per exec + wait here (two calls),
+// and for output streams it read a socket into a fresh 64 KiB buffer per
+// read while its parser copied every piece of a body into another fresh
+// one; on a VM where first touching a page is dear, those allocations were
+// most of the SDK's CPU per GiB of stdout. Here each connection reads
+// (net's `onread`) into one buffer kept for its life, and a reply's body
+// bytes are copied from it into the buffer the caller reads into: a BYOB
+// reader's view, or one fresh buffer per read for a default reader. Only
+// what the SDK needs of HTTP/1.1 is here: requests with a body of known
+// length, replies framed by chunks, a length or the close, and trailers.
+// Over HTTPS the SDK uses node:https instead (transport.ts).
 import * as net from "node:net";
 import type { Exchange, Limits, OpenedReply } from "./transport.js";
 
@@ -16,10 +18,12 @@ import type { Exchange, Limits, OpenedReply } from "./transport.js";
 export const MAX_HEAD_BYTES = 64 * 1024;
 /** A chunk-size line or a trailer line longer than this is not HTTP from our server. */
 const MAX_LINE_BYTES = 8 * 1024;
-/** What a default read allocates (a BYOB read brings its own buffer). */
+/** The most a default read hands out at once (a BYOB read brings its own buffer). */
 const READ_BYTES = 64 * 1024;
-/** The socket's read buffer, one per exchange. */
+/** A connection's read buffer, kept for its life. */
 const SOCKET_BUFFER_BYTES = 256 * 1024;
+/** An idle kept-alive connection is closed after this, well before the server's own limit (72 s). */
+export const IDLE_CLOSE_MS = 4000;
 
 const LF = 10;
 
@@ -47,17 +51,151 @@ function protocolError(message: string): Error {
   return connectionError(`the server's reply is not valid HTTP/1.1: ${message}`, "EPROTO");
 }
 
-/** Opens the exchange; resolves once the reply's headers are in. */
-export function openDirect(x: Exchange, limits: Limits): Promise<DirectReply> {
-  return new Promise((resolve, reject) => new DirectReply(x, limits, resolve, reject));
+/** What a connection's socket reports to the exchange using it. */
+interface SocketListener {
+  /** Returns false to pause the socket. */
+  onRead(bytes: Uint8Array): boolean;
+  onEnd(): void;
+  onError(err: unknown): void;
 }
 
-export class DirectReply implements OpenedReply {
+/** One plain-HTTP connection; its exchanges run one after another. */
+class Connection {
+  readonly socket: net.Socket;
+  #listener: SocketListener | undefined;
+  /** Bytes that came for the exchange in progress (0: the server said nothing yet). */
+  received = 0;
+  dead = false;
+
+  constructor(host: string, port: number) {
+    this.socket = net.connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer: new Uint8Array(SOCKET_BUFFER_BYTES),
+        callback: (n: number, buf: Uint8Array) => {
+          this.received += n;
+          if (this.#listener) return this.#listener.onRead(buf.subarray(0, n));
+          // Bytes while idle: not HTTP/1.1 as we speak it. Nothing can be reused.
+          this.destroy();
+          return false;
+        },
+      },
+    });
+    this.socket.on("error", (err) => {
+      this.dead = true;
+      this.#listener?.onError(err);
+    });
+    this.socket.on("end", () => {
+      this.dead = true;
+      this.#listener?.onEnd();
+    });
+    this.socket.on("close", () => {
+      this.dead = true;
+      this.#listener?.onError(connectionError("the connection closed before the reply ended"));
+    });
+  }
+
+  attach(listener: SocketListener): void {
+    this.#listener = listener;
+    this.received = 0;
+  }
+
+  /** Between exchanges the socket reads on, so a close by the server is seen at once. */
+  detach(): void {
+    this.#listener = undefined;
+    this.socket.resume();
+  }
+
+  destroy(): void {
+    this.dead = true;
+    this.#listener = undefined;
+    this.socket.destroy();
+  }
+}
+
+/** Kept-alive connections to one server, the last used first. */
+export class ConnectionPool {
+  readonly #idle: { conn: Connection; timer: NodeJS.Timeout }[] = [];
+  readonly #host: string;
+  readonly #port: number;
+
+  constructor(base: URL) {
+    this.#host = base.hostname.replace(/^\[(.*)\]$/, "$1");
+    this.#port = Number(base.port || 80);
+  }
+
+  /** A connection for one exchange, and whether it served one before. */
+  take(): { conn: Connection; reused: boolean } {
+    for (let e = this.#idle.pop(); e; e = this.#idle.pop()) {
+      clearTimeout(e.timer);
+      if (!e.conn.dead) return { conn: e.conn, reused: true };
+    }
+    return { conn: new Connection(this.#host, this.#port), reused: false };
+  }
+
+  give(conn: Connection): void {
+    if (conn.dead) return;
+    conn.detach();
+    const entry = {
+      conn,
+      timer: setTimeout(() => {
+        const i = this.#idle.indexOf(entry);
+        if (i >= 0) this.#idle.splice(i, 1);
+        conn.destroy();
+      }, IDLE_CLOSE_MS),
+    };
+    entry.timer.unref();
+    this.#idle.push(entry);
+  }
+
+  close(): void {
+    for (const e of this.#idle.splice(0)) {
+      clearTimeout(e.timer);
+      e.conn.destroy();
+    }
+  }
+}
+
+export interface OpenOptions {
+  /** Back to this pool once the reply is read (else a connection of its own, closed after). */
+  pool?: ConnectionPool;
+  /** The deadline covers the whole body (a unary call), not the head only. */
+  deadlineCoversBody?: boolean;
+}
+
+/**
+ * Opens the exchange; resolves once the reply's headers are in. A pooled
+ * connection that the server closed just as it was taken fails before any
+ * byte of a reply; an idempotent request is then sent once more on a new
+ * connection. (An idle connection reads on, so a close the server made
+ * earlier has already taken it out of the pool.) Any other request fails:
+ * a server that died with it half done looks the same.
+ */
+export async function openDirect(x: Exchange, limits: Limits, opts: OpenOptions = {}): Promise<DirectReply> {
+  const base = opts.pool ? undefined : new ConnectionPool(x.url);
+  const { conn, reused } = opts.pool ? opts.pool.take() : base!.take();
+  try {
+    return await new Promise<DirectReply>((resolve, reject) => new DirectReply(conn, x, limits, opts, resolve, reject));
+  } catch (err) {
+    const stale = x.idempotent === true && reused && conn.received === 0 && ["ECONNRESET", "EPIPE"].includes(String((err as { code?: unknown }).code));
+    if (!stale) throw err;
+    const fresh = opts.pool!.take();
+    return new Promise<DirectReply>((resolve, reject) => new DirectReply(fresh.conn, x, limits, opts, resolve, reject));
+  }
+}
+
+export class DirectReply implements OpenedReply, SocketListener {
   status = 0;
   statusText = "";
   readonly #headers = new Map<string, string>();
   readonly #trailers = new Map<string, string>();
+  readonly #conn: Connection;
   readonly #socket: net.Socket;
+  readonly #opts: OpenOptions;
+  /** The server may take another request on this connection after this reply. */
+  #reusable = false;
 
   #phase: Phase = "head";
   /** Body bytes left in the current chunk or length-delimited body; -1: until the close. */
@@ -81,9 +219,13 @@ export class DirectReply implements OpenedReply {
   #timer: NodeJS.Timeout | undefined;
   readonly #detach: () => void;
 
-  constructor(x: Exchange, limits: Limits, resolve: (r: DirectReply) => void, reject: (err: unknown) => void) {
+  constructor(conn: Connection, x: Exchange, limits: Limits, opts: OpenOptions, resolve: (r: DirectReply) => void, reject: (err: unknown) => void) {
+    this.#conn = conn;
+    this.#socket = conn.socket;
+    this.#opts = opts;
     this.#resolveHead = resolve;
     this.#rejectHead = reject;
+    conn.attach(this);
     const signals = limits.signals.filter((s): s is AbortSignal => s !== undefined);
     const listeners = signals.map((s) => {
       const l = () => this.#fail(s.reason);
@@ -94,26 +236,26 @@ export class DirectReply implements OpenedReply {
       for (const [s, l] of listeners) s.removeEventListener("abort", l);
     };
     this.#timer = setTimeout(() => this.#fail(limits.timeoutError()), limits.timeoutMs);
-    const host = x.url.hostname.replace(/^\[(.*)\]$/, "$1");
-    this.#socket = net.connect({
-      host,
-      port: Number(x.url.port || 80),
-      noDelay: true,
-      onread: { buffer: new Uint8Array(SOCKET_BUFFER_BYTES), callback: (n: number, buf: Uint8Array) => this.#onRead(buf.subarray(0, n)) },
-    });
-    this.#socket.on("error", (err) => this.#fail(err));
-    this.#socket.on("end", () => this.#onEnd());
-    this.#socket.on("close", () => this.#fail(connectionError("the connection closed before the reply ended")));
     const fired = signals.find((s) => s.aborted);
     if (fired) {
       this.#fail(fired.reason);
       return;
     }
-    let head = `${x.method} ${x.url.pathname}${x.url.search} HTTP/1.1\r\nhost: ${x.url.host}\r\nconnection: close\r\n`;
+    if (conn.dead) {
+      this.#fail(connectionError("the connection closed before the reply ended"));
+      return;
+    }
+    let head = `${x.method} ${x.url.pathname}${x.url.search} HTTP/1.1\r\nhost: ${x.url.host}\r\nconnection: ${opts.pool ? "keep-alive" : "close"}\r\n`;
     for (const [k, v] of Object.entries(x.headers)) head += `${k}: ${v}\r\n`;
     if (x.body !== undefined) head += `content-length: ${Buffer.byteLength(x.body)}\r\n`;
-    this.#socket.write(head + "\r\n");
-    if (x.body !== undefined) this.#socket.write(x.body);
+    head += "\r\n";
+    // One write for a small request: one segment, one wake-up of the server.
+    if (typeof x.body === "string") this.#socket.write(head + x.body);
+    else {
+      this.#socket.write(head);
+      if (x.body !== undefined && x.body.length > 0) this.#socket.write(x.body);
+    }
+    this.#socket.resume();
   }
 
   header(name: string): string | undefined {
@@ -124,11 +266,14 @@ export class DirectReply implements OpenedReply {
     return this.#phase === "done" ? this.#trailers.get(name) : undefined;
   }
 
-  /** The next piece of the body in a buffer of its own; null at its end. */
+  /** Where read() parses into before copying out exactly what came. */
+  #scratch: Uint8Array | undefined;
+
+  /** The next piece of the body, in a buffer of its own and of its size; null at its end. */
   async read(): Promise<Uint8Array | null> {
-    const dest = new Uint8Array(READ_BYTES);
-    const n = await this.readInto(dest);
-    return n === null ? null : dest.subarray(0, n);
+    const scratch = (this.#scratch ??= new Uint8Array(READ_BYTES));
+    const n = await this.readInto(scratch);
+    return n === null ? null : scratch.slice(0, n);
   }
 
   /** Reads body bytes into `dest` from its start: how many (≥ 1), or null at the body's end. */
@@ -150,8 +295,20 @@ export class DirectReply implements OpenedReply {
     }
   }
 
-  /** The whole body as text (an error reply). */
+  /** The whole body as text (a unary reply, an error reply). */
   async text(): Promise<string> {
+    // A body of known length lands in one buffer of its size; else in pieces.
+    const known = !this.#chunked && this.#left >= 0 && this.#phase === "data" ? this.#left : 0;
+    if (known > 0) {
+      const body = Buffer.allocUnsafe(known);
+      let at = 0;
+      while (at < known) {
+        const n = await this.readInto(body.subarray(at));
+        if (n === null) break;
+        at += n;
+      }
+      return body.toString("utf8", 0, at);
+    }
     const parts: Uint8Array[] = [];
     for await (const chunk of this) parts.push(chunk);
     return Buffer.concat(parts).toString("utf8");
@@ -165,7 +322,7 @@ export class DirectReply implements OpenedReply {
   // ---- socket side ----------------------------------------------------------
 
   /** Returns false to pause the socket: the read's bytes wait in its buffer for the next read(). */
-  #onRead(bytes: Uint8Array): boolean {
+  onRead(bytes: Uint8Array): boolean {
     if (this.#failure !== undefined) return false;
     if (this.#head) {
       this.#head = Buffer.concat([this.#head, bytes]);
@@ -174,6 +331,8 @@ export class DirectReply implements OpenedReply {
       this.#unparsed = bytes;
       this.#parseUnparsed();
     }
+    // Done: the connection is back in its pool (or closed) and reads on for whoever is next.
+    if (this.#phase === "done" || this.#failure !== undefined) return this.#phase === "done";
     return this.#head !== undefined || (this.#unparsed === undefined && this.#op !== undefined);
   }
 
@@ -205,7 +364,10 @@ export class DirectReply implements OpenedReply {
     }
     const coding = this.#headers.get("transfer-encoding");
     const length = this.#headers.get("content-length");
-    if (coding !== undefined) {
+    if (code === 204 || code === 304) {
+      this.#left = 0;
+      this.#phase = "done";
+    } else if (coding !== undefined) {
       if (!/(^|,)\s*chunked\s*$/i.test(coding)) return this.#fail(protocolError(`transfer-encoding ${coding}`));
       this.#chunked = true;
       this.#phase = "size";
@@ -219,7 +381,9 @@ export class DirectReply implements OpenedReply {
     }
     this.#head = undefined;
     if (rest.length > 0) this.#unparsed = rest;
-    clearTimeout(this.#timer);
+    if (!this.#opts.deadlineCoversBody) clearTimeout(this.#timer);
+    // Reusable: HTTP/1.1 without `connection: close`, and a body with an end of its own.
+    this.#reusable = lines[0]!.startsWith("HTTP/1.1") && !/(^|,)\s*close\s*(,|$)/i.test(this.#headers.get("connection") ?? "") && this.#left !== -1;
     this.#answered = true;
     if (this.#phase === "done") this.#finish();
     this.#resolveHead(this);
@@ -279,7 +443,8 @@ export class DirectReply implements OpenedReply {
           break;
         }
         case "done":
-          // Bytes after the reply (there should be none on a `connection: close` exchange).
+          // Bytes after the reply: nothing the server may send; the connection is not reused.
+          this.#conn.destroy();
           return to;
         case "head":
           throw new Error("unreachable: body bytes parsed before the head");
@@ -331,14 +496,16 @@ export class DirectReply implements OpenedReply {
   }
 
   #finish(): void {
+    const leftover = this.#unparsed !== undefined && this.#unparsed.length > 0;
     this.#phase = "done";
     this.#unparsed = undefined;
+    clearTimeout(this.#timer);
     this.#detach();
-    // The exchange is over; the connection was `close` anyway.
-    this.#socket.destroy();
+    if (this.#opts.pool && this.#reusable && !leftover && !this.#conn.dead) this.#opts.pool.give(this.#conn);
+    else this.#conn.destroy();
   }
 
-  #onEnd(): void {
+  onEnd(): void {
     if (this.#phase === "data" && this.#left === -1) {
       this.#finish();
       this.#settle();
@@ -347,13 +514,17 @@ export class DirectReply implements OpenedReply {
     if (this.#phase !== "done") this.#fail(connectionError("the connection closed before the reply ended"));
   }
 
+  onError(err: unknown): void {
+    this.#fail(err);
+  }
+
   /** Ends the exchange with `err` (the first cause wins); a read waiting or to come rejects with it. */
   #fail(err: unknown): void {
     if (this.#phase === "done" || this.#failure !== undefined) return;
     this.#failure = err;
     clearTimeout(this.#timer);
     this.#detach();
-    this.#socket.destroy();
+    this.#conn.destroy();
     if (!this.#answered) {
       this.#answered = true;
       this.#rejectHead(err);

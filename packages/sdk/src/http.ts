@@ -33,8 +33,6 @@ export interface RequestOptions {
   idempotent?: boolean;
   /** The Accept header of a streaming call (default application/octet-stream). */
   accept?: string;
-  /** A streaming call read straight into the reader's buffers, on a connection of its own (bulk output). */
-  direct?: boolean;
 }
 
 const RETRY_STATUS = new Set([502, 503, 504]);
@@ -161,7 +159,7 @@ export class HttpClient {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new ClientClosedError();
       if (opts.signal?.aborted) throw opts.signal.reason;
-      const exchange = { method: opts.method, url, headers, body };
+      const exchange = { method: opts.method, url, headers, body, idempotent: safe };
       const limits = {
         signals: [opts.signal],
         timeoutMs,
@@ -173,7 +171,7 @@ export class HttpClient {
         let text: string;
         let statusText: string;
         if (streaming) {
-          const reply = await this.#transport.stream(exchange, limits, opts.direct);
+          const reply = await this.#transport.stream(exchange, limits);
           if (reply.status >= 200 && reply.status < 300) return reply;
           ({ status, statusText } = reply);
           text = await reply.text().catch(() => "");

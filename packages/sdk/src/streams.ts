@@ -19,11 +19,8 @@ export interface ByteSource {
   cancel(): void;
 }
 
-/**
- * Opens the stream from a byte offset; resolves once the reply headers
- * arrived. `direct`: the reader brings its own buffers (a BYOB read).
- */
-export type StreamOpener = (offset: number, signal: AbortSignal, direct: boolean) => Promise<StreamReply>;
+/** Opens the stream from a byte offset; resolves once the reply headers arrived. */
+export type StreamOpener = (offset: number, signal: AbortSignal) => Promise<StreamReply>;
 
 /** Reconnects after this many consecutive drops without a byte in between, then fails. */
 export const MAX_STREAM_RECONNECTS = 8;
@@ -65,7 +62,7 @@ export class ResumableByteSource implements ByteSource {
 
   async next(): Promise<Uint8Array | null> {
     let chunk: Uint8Array | null = null;
-    const n = await this.#pull(false, async (reply) => {
+    const n = await this.#pull(async (reply) => {
       chunk = await reply.read();
       return chunk === null ? null : chunk.length;
     }, (skip) => {
@@ -75,7 +72,7 @@ export class ResumableByteSource implements ByteSource {
   }
 
   nextInto(dest: Uint8Array): Promise<number | null> {
-    return this.#pull(true, (reply) => reply.readInto(dest), (skip, n) => {
+    return this.#pull((reply) => reply.readInto(dest), (skip, n) => {
       dest.copyWithin(0, skip, n);
     });
   }
@@ -84,12 +81,12 @@ export class ResumableByteSource implements ByteSource {
    * One read through `read`, (re)opening the reply as needed. Bytes the
    * server sent again after a resume are dropped by `drop(skip, n)`.
    */
-  async #pull(direct: boolean, read: (reply: StreamReply) => Promise<number | null>, drop: (skip: number, n: number) => void): Promise<number | null> {
+  async #pull(read: (reply: StreamReply) => Promise<number | null>, drop: (skip: number, n: number) => void): Promise<number | null> {
     for (;;) {
       if (this.#done) return null;
       if (this.#signal.aborted) throw this.#signal.reason;
       if (!this.#reply) {
-        const res = await this.#open(this.#offset, this.#signal, direct);
+        const res = await this.#open(this.#offset, this.#signal);
         // The server echoes where it starts; skip anything we already have.
         const echoed = Number(res.header(HEADER_STREAM_OFFSET) ?? this.#offset);
         if (Number.isFinite(echoed) && echoed > this.#offset) {
@@ -160,9 +157,9 @@ interface OutputState {
  * Nothing is fetched until the stream is read.
  *
  * A binary stream is a byte stream: `getReader({ mode: "byob" })` reads into
- * the reader's own buffer, over a connection of the stream's own, straight
- * from its socket (plain HTTP; over HTTPS the bytes take node's usual path).
- * That is the way to read bulk output: no buffer is allocated per read.
+ * the reader's own buffer, straight from the connection's (plain HTTP; over
+ * HTTPS the bytes take node's usual path). That is the way to read bulk
+ * output: no buffer is allocated per read.
  */
 export class SbxReadableStream<T extends string | Uint8Array = string> extends ReadableStream<T> {
   readonly #state: OutputState;
@@ -311,7 +308,7 @@ export function outputStream<T extends string | Uint8Array>(
 ): SbxReadableStream<T> {
   if (!piped) return new SbxReadableStream<T>(EMPTY_SOURCE, mode);
   const source = new ResumableByteSource(
-    (offset, sig, direct) => http.stream({ method: "GET", path: `${execPath}/${name}`, query: { offset }, signal: sig, direct }),
+    (offset, sig) => http.stream({ method: "GET", path: `${execPath}/${name}`, query: { offset }, signal: sig }),
     {
       signal,
       label: `${execPath}/${name}`,
