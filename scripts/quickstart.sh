@@ -9,7 +9,13 @@ log=$(mktemp /tmp/sbx-serve.XXXXXX.log)
 # The malloc setting is the one the sbx bin's shebang makes (packages/cli/src/main.ts).
 MALLOC_TRIM_THRESHOLD_=16777216 node packages/cli/dist/main.js serve >"$log" 2>&1 &
 server=$!
-stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+# The server's log is kept only when something failed, and its path is said.
+stop() {
+  local rc=$?
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  if [ "$rc" -eq 0 ]; then rm -f "$log"; else echo "quickstart: the server's log is $log" >&2; fi
+}
 trap stop EXIT
 
 for _ in $(seq 1 600); do
