@@ -22,6 +22,10 @@ interface ProbeResult {
   failures: number;
 }
 
+function summarizeProbe(p: ProbeResult) {
+  return { get: summarize(p.get), exec: summarize(p.exec), failures: p.failures };
+}
+
 /** Every 50 ms until stopped: a GET of `witness`, then an exec of `true` in it. */
 function startProbe(client: SbxClient, witness: Sandbox, signal: AbortSignal): { stop(): Promise<ProbeResult> } {
   const out: ProbeResult = { get: [], exec: [], failures: 0 };
@@ -61,7 +65,7 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
   const t0 = performance.now();
   const results = await Promise.allSettled(Array.from({ length: n }, () => createAndEcho(server.client, app, signal)));
   const wallMs = performance.now() - t0;
-  const probe = await probing.stop();
+  const probe = summarizeProbe(await probing.stop());
   const ok = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const errors = results.flatMap((r) => (r.status === "rejected" ? [String((r.reason as Error)?.message ?? r.reason).split("\n")[0]!] : []));
   // Terminate answers once a sandbox is finished; the destroys behind it run on for a while.
@@ -70,7 +74,7 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
   const failedTerminations = await terminateAll(ok.map((r) => r.sandbox));
   const terminateMs = performance.now() - tt;
   await sleep(TEARDOWN_PROBE_MS);
-  const probeTeardown = await probing.stop();
+  const probeTeardown = summarizeProbe(await probing.stop());
   await witness.terminate();
   if (ok.length) ctx.shared.terminateEach = summarize([terminateMs / ok.length]);
   // Where the time went: the backend's own create steps, and what came before them (API, core, waiting).
@@ -107,13 +111,13 @@ export async function burst(ctx: Ctx): Promise<SectionResult> {
       ...Object.entries(steps).map(([k, v]): Row => ({ section: S, figure: `    server step ${k}`, unit: "ms", summary: v })),
       { section: S, figure: "    create call − server total", unit: "ms", summary: beforeBackend },
       { section: S, figure: "wall time", unit: "ms", value: wallMs },
-      { section: S, figure: "meanwhile: GET of another sandbox", unit: "ms", summary: summarize(probe.get) },
-      { section: S, figure: "meanwhile: exec true in another sandbox", unit: "ms", summary: summarize(probe.exec) },
+      { section: S, figure: "meanwhile: GET of another sandbox", unit: "ms", summary: probe.get },
+      { section: S, figure: "meanwhile: exec true in another sandbox", unit: "ms", summary: probe.exec },
       { section: S, figure: `terminate all ${ok.length}`, unit: "ms", value: terminateMs },
-      { section: S, figure: `  meanwhile and ${TEARDOWN_PROBE_MS / 1000} s after: GET`, unit: "ms", summary: summarize(probeTeardown.get) },
-      { section: S, figure: `  meanwhile and ${TEARDOWN_PROBE_MS / 1000} s after: exec true`, unit: "ms", summary: summarize(probeTeardown.exec) },
+      { section: S, figure: `  meanwhile and ${TEARDOWN_PROBE_MS / 1000} s after: GET`, unit: "ms", summary: probeTeardown.get },
+      { section: S, figure: `  meanwhile and ${TEARDOWN_PROBE_MS / 1000} s after: exec true`, unit: "ms", summary: probeTeardown.exec },
     ],
-    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations, probe: { get: summarize(probe.get), exec: summarize(probe.exec), failures: probe.failures }, probeTeardown: { get: summarize(probeTeardown.get), exec: summarize(probeTeardown.exec), failures: probeTeardown.failures } },
+    data: { concurrency: n, succeeded: ok.length, successRate: rate, latency: s, p95OverP50: spread, wallMs, serverSteps: steps, createCallMinusServerTotal: beforeBackend, terminateAllMs: terminateMs, errors: distinct, failedTerminations, probe, probeTeardown },
     notes: distinct.length
       ? [`burst: ${errors.length} failed (the benchmark aborts what is unfinished after ${(cfg.burst.timeLimitMs / 1000).toFixed(0)} s): ${distinct.join("; ")}`]
       : [],

@@ -48,6 +48,11 @@ function connectionError(message: string, code = "ECONNRESET"): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/** The connection ended inside a reply: a drop, not an end (a stream reconnects). */
+export function closedBeforeEnd(): Error {
+  return connectionError("the connection closed before the reply ended");
+}
+
 function protocolError(message: string): Error {
   return connectionError(`the server's reply is not valid HTTP/1.1: ${message}`, "EPROTO");
 }
@@ -94,7 +99,7 @@ class Connection {
     });
     this.socket.on("close", () => {
       this.dead = true;
-      this.#listener?.onError(connectionError("the connection closed before the reply ended"));
+      this.#listener?.onError(closedBeforeEnd());
     });
   }
 
@@ -175,15 +180,15 @@ export interface OpenOptions {
  * a server that died with it half done looks the same.
  */
 export async function openDirect(x: Exchange, limits: Limits, opts: OpenOptions = {}): Promise<DirectReply> {
-  const base = opts.pool ? undefined : new ConnectionPool(x.url);
-  const { conn, reused } = opts.pool ? opts.pool.take() : base!.take();
+  const start = (conn: Connection) => new Promise<DirectReply>((resolve, reject) => new DirectReply(conn, x, limits, opts, resolve, reject));
+  const pool = opts.pool ?? new ConnectionPool(x.url);
+  const { conn, reused } = pool.take();
   try {
-    return await new Promise<DirectReply>((resolve, reject) => new DirectReply(conn, x, limits, opts, resolve, reject));
+    return await start(conn);
   } catch (err) {
     const stale = x.idempotent === true && reused && conn.received === 0 && ["ECONNRESET", "EPIPE"].includes(String((err as { code?: unknown }).code));
     if (!stale) throw err;
-    const fresh = opts.pool!.take();
-    return new Promise<DirectReply>((resolve, reject) => new DirectReply(fresh.conn, x, limits, opts, resolve, reject));
+    return start(pool.take().conn);
   }
 }
 
@@ -243,7 +248,7 @@ export class DirectReply implements OpenedReply, SocketListener {
       return;
     }
     if (conn.dead) {
-      this.#fail(connectionError("the connection closed before the reply ended"));
+      this.#fail(closedBeforeEnd());
       return;
     }
     let head = `${x.method} ${x.url.pathname}${x.url.search} HTTP/1.1\r\nhost: ${x.url.host}\r\nconnection: ${opts.pool ? "keep-alive" : "close"}\r\n`;
@@ -512,7 +517,7 @@ export class DirectReply implements OpenedReply, SocketListener {
       this.#settle();
       return;
     }
-    if (this.#phase !== "done") this.#fail(connectionError("the connection closed before the reply ended"));
+    if (this.#phase !== "done") this.#fail(closedBeforeEnd());
   }
 
   onError(err: unknown): void {

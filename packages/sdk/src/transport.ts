@@ -4,9 +4,9 @@
 // and ~2.3 ms of client CPU per exec + wait); its own connections cost
 // ~1.6 ms of CPU per exec + wait. Retries, deadlines and error classes stay
 // in http.ts; this file only moves bytes and reports how an exchange ended.
-import * as http from "node:http";
+import type * as http from "node:http";
 import * as https from "node:https";
-import { ConnectionPool, openDirect } from "./direct-reply.js";
+import { closedBeforeEnd, ConnectionPool, openDirect } from "./direct-reply.js";
 
 /** A reply whose body is read as it arrives (an output stream, SSE). */
 export interface StreamReply extends AsyncIterable<Uint8Array> {
@@ -85,7 +85,7 @@ export class IncomingReply implements OpenedReply {
       });
       if (done) {
         // A body cut short by the peer ends the iterator without an error on some paths.
-        if (!this.#res.complete) throw Object.assign(new Error("the connection closed before the reply ended"), { code: "ECONNRESET" });
+        if (!this.#res.complete) throw closedBeforeEnd();
         return null;
       }
       if (value.length > 0) return bytes(value);
@@ -123,7 +123,7 @@ export class IncomingReply implements OpenedReply {
     } catch (e) {
       throw this.#abortReason() ?? e;
     }
-    if (!this.#res.complete) throw Object.assign(new Error("the connection closed before the reply ended"), { code: "ECONNRESET" });
+    if (!this.#res.complete) throw closedBeforeEnd();
     return Buffer.concat(parts).toString("utf8");
   }
 }
@@ -143,27 +143,23 @@ export interface UnaryReply {
 }
 
 /**
- * A connection pool for one server. Idle connections are closed after a few
- * seconds, well before the server's own keep-alive limit, so a request is
- * rarely written to a connection the server is closing.
+ * The connections to one server: over plain HTTP the SDK's own
+ * (direct-reply.ts), over HTTPS node:https's agent. Idle connections are
+ * closed after a few seconds, well before the server's own keep-alive
+ * limit, so a request is rarely written to a connection the server is closing.
  */
 export class Transport {
-  readonly #agent: http.Agent;
-  readonly #request: typeof http.request;
-  /** The abort of every exchange in flight, for close(): one listener per client, not per call. */
-  readonly #active = new Set<(reason: unknown) => void>();
-
-  /** Plain HTTP: the SDK's own connections (direct-reply.ts). HTTPS goes through node:https. */
   readonly #pool: ConnectionPool | undefined;
-  /** Aborted by close(): ends the exchanges on the SDK's own connections. */
+  readonly #agent: https.Agent | undefined;
+  /** Aborted by close(): ends every exchange in flight. */
   readonly #closing = new AbortController();
 
   constructor(base: URL) {
-    const secure = base.protocol === "https:";
-    this.#pool = secure ? undefined : new ConnectionPool(base);
-    const opts: http.AgentOptions = { keepAlive: true, keepAliveMsecs: 1000, timeout: 5000, scheduling: "lifo" };
-    this.#agent = secure ? new https.Agent(opts) : new http.Agent(opts);
-    this.#request = secure ? https.request : http.request;
+    if (base.protocol === "https:") {
+      this.#agent = new https.Agent({ keepAlive: true, keepAliveMsecs: 1000, timeout: 5000, scheduling: "lifo" });
+    } else {
+      this.#pool = new ConnectionPool(base);
+    }
   }
 
   /** A call whose whole reply is read within the deadline. */
@@ -172,7 +168,7 @@ export class Transport {
       const reply = await openDirect(x, this.#withClose(limits), { pool: this.#pool, deadlineCoversBody: true });
       return { status: reply.status, statusText: reply.statusText, text: await reply.text() };
     }
-    const { reply, settle } = await this.#send(x, limits);
+    const { reply, settle } = await this.#send(x, this.#withClose(limits));
     try {
       return { status: reply.status, statusText: reply.statusText, text: await reply.text() };
     } finally {
@@ -186,16 +182,17 @@ export class Transport {
    */
   async stream(x: Exchange, limits: Limits): Promise<OpenedReply> {
     if (this.#pool) return openDirect(x, this.#withClose(limits), { pool: this.#pool });
-    const { reply, settle } = await this.#send(x, limits);
+    const { reply, settle } = await this.#send(x, this.#withClose(limits));
     settle();
     return reply;
   }
 
+  /** An exchange over HTTPS, through node:https. */
   #send(x: Exchange, limits: Limits): Promise<{ reply: IncomingReply; settle: () => void }> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string | number> = { ...x.headers };
       if (x.body !== undefined) headers["content-length"] = Buffer.byteLength(x.body);
-      const req = this.#request(x.url, { method: x.method, headers, agent: this.#agent });
+      const req = https.request(x.url, { method: x.method, headers, agent: this.#agent });
       let answered = false;
       let abortReason: unknown;
       const signals = limits.signals.filter((s): s is AbortSignal => s !== undefined);
@@ -212,9 +209,7 @@ export class Transport {
         s.addEventListener("abort", l, { once: true });
         return [s, l] as const;
       });
-      this.#active.add(abort);
       const detach = () => {
-        this.#active.delete(abort);
         for (const [s, l] of listeners) s.removeEventListener("abort", l);
       };
       const timer = setTimeout(() => abort(limits.timeoutError()), limits.timeoutMs);
@@ -239,6 +234,7 @@ export class Transport {
     });
   }
 
+  /** The limits of an exchange, with close() among its signals. */
   #withClose(limits: Limits): Limits {
     return { ...limits, signals: [...limits.signals, this.#closing.signal] };
   }
@@ -247,7 +243,6 @@ export class Transport {
   close(reason: unknown): void {
     this.#closing.abort(reason);
     this.#pool?.close();
-    for (const abort of [...this.#active]) abort(reason);
-    this.#agent.destroy();
+    this.#agent?.destroy();
   }
 }

@@ -512,8 +512,7 @@ class LocalBackend implements Backend {
   }
 
   async create(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeSandbox> {
-    const queued = performance.now();
-    return this.createTurns.run(() => this.createNow(spec, performance.now() - queued, signal), signal);
+    return this.createTurns.run((queueMs) => this.createNow(spec, queueMs, signal), signal);
   }
 
   private async createNow(spec: RuntimeSpec, queueMs: number, signal?: AbortSignal): Promise<RuntimeSandbox> {
@@ -829,11 +828,10 @@ class LocalBackend implements Backend {
   }
 
   async cleanup(sandboxId: string): Promise<void> {
-    const queued = performance.now();
-    await this.destroyTurns.run(async () => {
+    await this.destroyTurns.run(async (queueMs) => {
       const t0 = performance.now();
       await this.cleanupNow(sandboxId);
-      this.log(`sandbox ${sandboxId} cleaned up in ${(performance.now() - t0).toFixed(0)} ms (queue ${(t0 - queued).toFixed(1)})`);
+      this.log(`sandbox ${sandboxId} cleaned up in ${(performance.now() - t0).toFixed(0)} ms (queue ${queueMs.toFixed(1)})`);
     });
   }
 
