@@ -12,6 +12,21 @@ import { directRunner, runTool, toolRunner } from "../../packages/server/src/run
 const AGENT = join(import.meta.dirname, "../../agent/build/sbx-agent");
 const skip = process.getuid?.() !== 0 ? "needs root" : !existsSync(AGENT) ? "no agent build (make -C agent)" : false;
 const log: string[] = [];
+
+/** The pids of this process's children that are host spawners. */
+function spawnerChildren(): number[] {
+  return readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "utf8")
+    .trim()
+    .split(/\s+/)
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, "utf8").includes("--host-spawner");
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
 // The spawner inherits the server's environment when it starts.
 process.env.SPAWNER_TEST_VAR = "from-the-server";
 
@@ -21,9 +36,12 @@ describe("host spawner", { skip }, () => {
   before(async () => {
     s = await HostSpawner.start(AGENT, (m) => log.push(m));
   });
-  after(() => {
+  after(async () => {
     s.close();
     rmSync(tmp, { recursive: true, force: true });
+    // close() sends SIGKILL and returns: let the process go, or the next
+    // test could take it for the spawner it starts itself.
+    await waitFor(() => spawnerChildren().length === 0);
   });
 
   test("exit code, stdout and the tail of stderr of a host process; its files are removed", async () => {
@@ -74,14 +92,9 @@ describe("useHostSpawner", { skip }, () => {
     try {
       const spawner = toolRunner();
       assert.ok(spawner instanceof HostSpawner, "compose() hands tools to the spawner");
-      const pid = Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "utf8").trim().split(/\s+/).find((p) => {
-        try {
-          return readFileSync(`/proc/${p}/cmdline`, "utf8").includes("--host-spawner");
-        } catch {
-          return false;
-        }
-      }));
-      assert.ok(pid > 0, "the spawner is a child of this process");
+      const children = spawnerChildren();
+      assert.equal(children.length, 1, "one spawner, a child of this process");
+      const pid = children[0]!;
       // The tool's parent is the spawner, not this process.
       const ppid = (await runTool("sh", ["-c", "echo $PPID"], {}, (m) => new Error(m))).trim();
       assert.equal(Number(ppid), pid);
